@@ -1,0 +1,211 @@
+//! The model contract: what a model expects as input and what its outputs mean.
+//!
+//! A contract travels with every model: in a training run's folder (`contract.json`) and, once
+//! exported, in the ONNX file's metadata. Input layout is fixed for all leukoscope models: one
+//! RGB image as `f32` in NCHW order (batch, channel, height, width), channels R, G, B, values
+//! scaled to `0..1` and then normalized per channel as `(x - mean) / std`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How a picture is resized to the model's input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMethod {
+    /// Bilinear convolution (the default; what the shipped models are trained with).
+    #[default]
+    Bilinear,
+    /// Nearest neighbour.
+    Nearest,
+    /// Lanczos3 convolution.
+    Lanczos3,
+}
+
+impl ResizeMethod {
+    /// The name used in configs and ONNX metadata (`bilinear`, `nearest`, `lanczos3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResizeMethod::Bilinear => "bilinear",
+            ResizeMethod::Nearest => "nearest",
+            ResizeMethod::Lanczos3 => "lanczos3",
+        }
+    }
+}
+
+impl std::str::FromStr for ResizeMethod {
+    type Err = ContractError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bilinear" => Ok(ResizeMethod::Bilinear),
+            "nearest" => Ok(ResizeMethod::Nearest),
+            "lanczos3" => Ok(ResizeMethod::Lanczos3),
+            other => Err(ContractError::Invalid(format!(
+                "unknown resize method '{other}' (expected bilinear, nearest or lanczos3)"
+            ))),
+        }
+    }
+}
+
+/// What a model expects as input and what its outputs mean.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelContract {
+    /// Class labels in model output order.
+    pub labels: Vec<String>,
+    /// Input height in pixels.
+    pub input_height: u32,
+    /// Input width in pixels.
+    pub input_width: u32,
+    /// Per-channel mean (R, G, B), applied to values scaled to `0..1`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (R, G, B), applied after the mean.
+    pub std: [f32; 3],
+    /// How pictures are resized to the input size.
+    pub resize: ResizeMethod,
+}
+
+/// ImageNet channel statistics: the usual choice, and required for torchvision weights.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// A contract that cannot be used.
+#[derive(Debug, Error)]
+pub enum ContractError {
+    /// A field has a value no model can use.
+    #[error("invalid model contract: {0}")]
+    Invalid(String),
+}
+
+impl ModelContract {
+    /// A square-input contract with ImageNet normalization and bilinear resizing.
+    pub fn new(labels: Vec<String>, size: u32) -> Self {
+        ModelContract {
+            labels,
+            input_height: size,
+            input_width: size,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            resize: ResizeMethod::Bilinear,
+        }
+    }
+
+    /// Number of classes (model outputs).
+    pub fn num_classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Number of `f32` values in one preprocessed image (3 × H × W).
+    pub fn input_len(&self) -> usize {
+        3 * self.input_height as usize * self.input_width as usize
+    }
+
+    /// The input size as `"HxW"`, the form used in ONNX metadata.
+    pub fn input_size_string(&self) -> String {
+        format!("{}x{}", self.input_height, self.input_width)
+    }
+
+    /// Parses an `"HxW"` input size.
+    pub fn parse_input_size(s: &str) -> Result<(u32, u32), ContractError> {
+        let bad = || ContractError::Invalid(format!("input size '{s}' is not of the form HxW"));
+        let (h, w) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let h: u32 = h.trim().parse().map_err(|_| bad())?;
+        let w: u32 = w.trim().parse().map_err(|_| bad())?;
+        Ok((h, w))
+    }
+
+    /// Index of a label in model output order.
+    pub fn label_index(&self, label: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l == label)
+    }
+
+    /// Checks that every field is usable: at least two distinct labels, a non-zero input size,
+    /// finite means and positive standard deviations.
+    pub fn validate(&self) -> Result<(), ContractError> {
+        if self.labels.len() < 2 {
+            return Err(ContractError::Invalid(format!(
+                "a classifier needs at least two labels, got {:?}",
+                self.labels
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.labels {
+            if l.trim().is_empty() || !seen.insert(l) {
+                return Err(ContractError::Invalid(format!(
+                    "labels must be non-empty and distinct, got {:?}",
+                    self.labels
+                )));
+            }
+        }
+        if self.input_height == 0 || self.input_width == 0 {
+            return Err(ContractError::Invalid(format!(
+                "input size {} has a zero side",
+                self.input_size_string()
+            )));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(ContractError::Invalid(format!(
+                "mean {:?} is not finite",
+                self.mean
+            )));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(ContractError::Invalid(format!(
+                "std {:?} must be positive",
+                self.std
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Vec<String> {
+        ["Benign", "Early", "Pre", "Pro"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn input_size_round_trips_through_its_string_form() {
+        let c = ModelContract::new(labels(), 224);
+        assert_eq!(c.input_size_string(), "224x224");
+        assert_eq!(ModelContract::parse_input_size("128x96").unwrap(), (128, 96));
+        assert!(ModelContract::parse_input_size("128").is_err());
+        assert!(ModelContract::parse_input_size("ax1").is_err());
+    }
+
+    #[test]
+    fn validation_rejects_unusable_contracts() {
+        let good = ModelContract::new(labels(), 64);
+        good.validate().unwrap();
+        let mut one = good.clone();
+        one.labels.truncate(1);
+        assert!(one.validate().is_err());
+        let mut dup = good.clone();
+        dup.labels[1] = "Benign".into();
+        assert!(dup.validate().is_err());
+        let mut zero_std = good.clone();
+        zero_std.std[2] = 0.0;
+        assert!(zero_std.validate().is_err());
+        let mut zero_size = good;
+        zero_size.input_width = 0;
+        assert!(zero_size.validate().is_err());
+    }
+
+    #[test]
+    fn resize_method_names_parse() {
+        for m in [
+            ResizeMethod::Bilinear,
+            ResizeMethod::Nearest,
+            ResizeMethod::Lanczos3,
+        ] {
+            assert_eq!(m.as_str().parse::<ResizeMethod>().unwrap(), m);
+        }
+        assert!("cubic".parse::<ResizeMethod>().is_err());
+    }
+}

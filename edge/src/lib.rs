@@ -1,0 +1,12 @@
+//! leukoscope on the device, and the model contract shared by every crate.
+//!
+//! This library is the one place where a picture becomes a model input: the trainer, the
+//! quantizer and the device program all call [`preprocess::image_to_input`] with a
+//! [`contract::ModelContract`], so the three can never disagree on size, colour order or
+//! normalization. The metrics and the evaluation report live here too, so `trainer evaluate` and
+//! `edge evaluate` produce the same numbers from the same code.
+
+pub mod contract;
+pub mod metrics;
+pub mod preprocess;
+pub mod report;

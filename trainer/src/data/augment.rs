@@ -1,0 +1,299 @@
+//! Random augmentation of training pictures, applied before `edge`'s normalization.
+//!
+//! Geometry follows the seed paper's table (Keras `ImageDataGenerator`): flips, rotation ±30°,
+//! width/height shift 25 %, zoom 30 %, shear 20 %, fill mode nearest (edge pixels repeat).
+//! Colour follows it too (channel shift 10) and adds stain jitter — brightness, contrast,
+//! saturation and hue — because the Taleqani classes differ in colour cast, and a corner erase
+//! because many images carry a burned-in scale-bar label bottom-right: a model must learn the
+//! cells, not these acquisition artefacts. Every step can be switched off (magnitude 0).
+
+use image::{Rgb, RgbImage};
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+/// Augmentation settings; a magnitude of 0 (or `false`) switches a step off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Random horizontal flip (p = 0.5).
+    pub hflip: bool,
+    /// Random vertical flip (p = 0.5).
+    pub vflip: bool,
+    /// Rotation range in degrees (uniform in ±rotation).
+    pub rotation: f32,
+    /// Width and height shift as a fraction of the side (uniform in ±shift).
+    pub shift: f32,
+    /// Zoom range: each axis scaled by a factor uniform in [1 − zoom, 1 + zoom].
+    pub zoom: f32,
+    /// Shear intensity (shear factor uniform in ±shear).
+    pub shear: f32,
+    /// Channel shift in 0..255 units: one value uniform in ±shift added to every channel.
+    pub channel_shift: f32,
+    /// Brightness jitter: intensity multiplied by a factor in [1 − b, 1 + b].
+    pub brightness: f32,
+    /// Contrast jitter: distance from the mean grey scaled by a factor in [1 − c, 1 + c].
+    pub contrast: f32,
+    /// Saturation jitter: distance from each pixel's grey scaled by a factor in [1 − s, 1 + s].
+    pub saturation: f32,
+    /// Hue jitter in degrees (rotation of the chroma plane, uniform in ±hue).
+    pub hue: f32,
+    /// Probability of filling the bottom-right corner (where the scale-bar label sits, 27 % × 13 %
+    /// of the picture) with the picture's median border colour.
+    pub corner_erase: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            hflip: true,
+            vflip: true,
+            rotation: 30.0,
+            shift: 0.25,
+            zoom: 0.3,
+            shear: 0.2,
+            channel_shift: 10.0,
+            brightness: 0.15,
+            contrast: 0.15,
+            saturation: 0.15,
+            hue: 8.0,
+            corner_erase: 0.5,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        AugmentConfig {
+            hflip: false,
+            vflip: false,
+            rotation: 0.0,
+            shift: 0.0,
+            zoom: 0.0,
+            shear: 0.0,
+            channel_shift: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+            corner_erase: 0.0,
+        }
+    }
+
+    /// Whether any step is on.
+    pub fn is_active(&self) -> bool {
+        *self != AugmentConfig::none()
+    }
+
+    fn geometric(&self) -> bool {
+        self.hflip
+            || self.vflip
+            || self.rotation > 0.0
+            || self.shift > 0.0
+            || self.zoom > 0.0
+            || self.shear > 0.0
+    }
+}
+
+fn sym(rng: &mut impl Rng, range: f32) -> f32 {
+    if range > 0.0 {
+        rng.random_range(-range..=range)
+    } else {
+        0.0
+    }
+}
+
+/// Returns an augmented copy of `img` (same size); all randomness comes from `rng`.
+pub fn augment(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbImage {
+    let mut out = if cfg.geometric() {
+        affine(img, cfg, rng)
+    } else {
+        img.clone()
+    };
+    colour(&mut out, cfg, rng);
+    if cfg.corner_erase > 0.0 && rng.random::<f32>() < cfg.corner_erase {
+        erase_corner(&mut out);
+    }
+    out
+}
+
+/// Rotation, shear, zoom, shift and flips as one affine map about the centre, sampled
+/// bilinearly with edge pixels repeated outside the picture.
+fn affine(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbImage {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let theta = sym(rng, cfg.rotation).to_radians();
+    let shear = sym(rng, cfg.shear);
+    let zx = 1.0 + sym(rng, cfg.zoom);
+    let zy = 1.0 + sym(rng, cfg.zoom);
+    let tx = sym(rng, cfg.shift) * w;
+    let ty = sym(rng, cfg.shift) * h;
+    let fx = if cfg.hflip && rng.random::<bool>() { -1.0 } else { 1.0 };
+    let fy = if cfg.vflip && rng.random::<bool>() { -1.0 } else { 1.0 };
+    // Forward map: dst = c + t + R · Sh · Z · F · (src − c). We sample src for every dst pixel.
+    let (s, c) = theta.sin_cos();
+    let a = [
+        [c * zx * fx, (c * shear - s) * zy * fy],
+        [s * zx * fx, (s * shear + c) * zy * fy],
+    ];
+    let det = a[0][0] * a[1][1] - a[0][1] * a[1][0];
+    let inv = [
+        [a[1][1] / det, -a[0][1] / det],
+        [-a[1][0] / det, a[0][0] / det],
+    ];
+    let (cx, cy) = ((w - 1.0) / 2.0, (h - 1.0) / 2.0);
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let dx = x as f32 - cx - tx;
+        let dy = y as f32 - cy - ty;
+        let sx = cx + inv[0][0] * dx + inv[0][1] * dy;
+        let sy = cy + inv[1][0] * dx + inv[1][1] * dy;
+        sample_bilinear_clamped(img, sx, sy)
+    })
+}
+
+fn sample_bilinear_clamped(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
+    let max_x = (img.width() - 1) as f32;
+    let max_y = (img.height() - 1) as f32;
+    let x = x.clamp(0.0, max_x);
+    let y = y.clamp(0.0, max_y);
+    let (x0, y0) = (x.floor(), y.floor());
+    let (x1, y1) = ((x0 + 1.0).min(max_x), (y0 + 1.0).min(max_y));
+    let (ax, ay) = (x - x0, y - y0);
+    let p = |xx: f32, yy: f32| img.get_pixel(xx as u32, yy as u32).0;
+    let (p00, p10, p01, p11) = (p(x0, y0), p(x1, y0), p(x0, y1), p(x1, y1));
+    Rgb(std::array::from_fn(|k| {
+        let top = p00[k] as f32 * (1.0 - ax) + p10[k] as f32 * ax;
+        let bottom = p01[k] as f32 * (1.0 - ax) + p11[k] as f32 * ax;
+        (top * (1.0 - ay) + bottom * ay).round() as u8
+    }))
+}
+
+/// Channel shift and stain jitter (brightness, contrast, saturation, hue).
+fn colour(img: &mut RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) {
+    let shift = sym(rng, cfg.channel_shift);
+    let brightness = 1.0 + sym(rng, cfg.brightness);
+    let contrast = 1.0 + sym(rng, cfg.contrast);
+    let saturation = 1.0 + sym(rng, cfg.saturation);
+    let hue = sym(rng, cfg.hue).to_radians();
+    if shift == 0.0 && brightness == 1.0 && contrast == 1.0 && saturation == 1.0 && hue == 0.0 {
+        return;
+    }
+    let grey = |p: [f32; 3]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+    let n = (img.width() * img.height()) as f32;
+    let mean_grey = img
+        .pixels()
+        .map(|p| grey(p.0.map(f32::from)) * brightness)
+        .sum::<f32>()
+        / n;
+    let (hs, hc) = hue.sin_cos();
+    for p in img.pixels_mut() {
+        let mut v = p.0.map(|c| f32::from(c) * brightness);
+        // Hue: rotate the chroma (I, Q) of YIQ around the luma axis.
+        if hue != 0.0 {
+            let yy = grey(v);
+            let i = 0.596 * v[0] - 0.274 * v[1] - 0.322 * v[2];
+            let q = 0.211 * v[0] - 0.523 * v[1] + 0.312 * v[2];
+            let (i, q) = (i * hc - q * hs, i * hs + q * hc);
+            v = [
+                yy + 0.956 * i + 0.621 * q,
+                yy - 0.272 * i - 0.647 * q,
+                yy - 1.106 * i + 1.703 * q,
+            ];
+        }
+        let g = grey(v);
+        for c in &mut v {
+            *c = g + (*c - g) * saturation;
+            *c = mean_grey + (*c - mean_grey) * contrast + shift;
+        }
+        p.0 = v.map(|c| c.round().clamp(0.0, 255.0) as u8);
+    }
+}
+
+/// Fills the bottom-right label area with the median colour of the picture's border.
+fn erase_corner(img: &mut RgbImage) {
+    let (w, h) = img.dimensions();
+    let mut border: Vec<[u8; 3]> = (0..w)
+        .flat_map(|x| [img.get_pixel(x, 0).0, img.get_pixel(x, h - 1).0])
+        .chain((0..h).flat_map(|y| [img.get_pixel(0, y).0, img.get_pixel(w - 1, y).0]))
+        .collect();
+    border.sort_by_key(|p| p.iter().map(|&c| c as u32).sum::<u32>());
+    let fill = Rgb(border[border.len() / 2]);
+    let (ew, eh) = ((w * 60).div_ceil(224), (h * 30).div_ceil(224));
+    for y in h.saturating_sub(eh)..h {
+        for x in w.saturating_sub(ew)..w {
+            img.put_pixel(x, y, fill);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn gradient() -> RgbImage {
+        RgbImage::from_fn(32, 24, |x, y| Rgb([(x * 8) as u8, (y * 10) as u8, 128]))
+    }
+
+    #[test]
+    fn augmentation_keeps_the_shape_and_is_deterministic_per_seed() {
+        let img = gradient();
+        let cfg = AugmentConfig::default();
+        let a = augment(&img, &cfg, &mut StdRng::seed_from_u64(5));
+        let b = augment(&img, &cfg, &mut StdRng::seed_from_u64(5));
+        let c = augment(&img, &cfg, &mut StdRng::seed_from_u64(6));
+        assert_eq!(a.dimensions(), img.dimensions());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, img);
+    }
+
+    #[test]
+    fn everything_off_is_the_identity() {
+        let img = gradient();
+        let out = augment(&img, &AugmentConfig::none(), &mut StdRng::seed_from_u64(1));
+        assert_eq!(out, img);
+        assert!(!AugmentConfig::none().is_active());
+    }
+
+    #[test]
+    fn a_flip_mirrors_the_picture_exactly() {
+        let img = gradient();
+        let cfg = AugmentConfig {
+            hflip: true,
+            ..AugmentConfig::none()
+        };
+        let mut flipped = 0;
+        for seed in 0..16 {
+            let out = augment(&img, &cfg, &mut StdRng::seed_from_u64(seed));
+            if out != img {
+                assert_eq!(out, image::imageops::flip_horizontal(&img));
+                flipped += 1;
+            }
+        }
+        assert!((3..=13).contains(&flipped), "flipped {flipped} of 16");
+    }
+
+    #[test]
+    fn rotation_fills_with_edge_pixels_not_black() {
+        let img = RgbImage::from_pixel(20, 20, Rgb([200, 150, 100]));
+        let cfg = AugmentConfig {
+            rotation: 45.0,
+            shift: 0.25,
+            ..AugmentConfig::none()
+        };
+        let out = augment(&img, &cfg, &mut StdRng::seed_from_u64(3));
+        assert!(out.pixels().all(|p| p.0 == [200, 150, 100]));
+    }
+
+    #[test]
+    fn corner_erase_covers_the_label_area() {
+        let mut img = RgbImage::from_pixel(224, 224, Rgb([180, 160, 200]));
+        for y in 200..220 {
+            for x in 170..220 {
+                img.put_pixel(x, y, Rgb([0, 0, 0]));
+            }
+        }
+        erase_corner(&mut img);
+        assert!(img.pixels().all(|p| p.0 == [180, 160, 200]));
+    }
+}

@@ -1,0 +1,331 @@
+//! The stratified, seeded train/validation/test split and its manifest.
+//!
+//! Images with identical bytes (same sha256) form one group and always land in the same split,
+//! so a duplicate can never leak from training into evaluation. The manifest (`manifest.csv`:
+//! `file,sha256,class,split`) records the split; giving it back reproduces the split exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::DataError;
+use super::folder::ImageFolder;
+
+/// One of the three splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training images (the only ones augmented).
+    Train,
+    /// Validation images (early stopping, best checkpoint).
+    Val,
+    /// Held-out test images (the report).
+    Test,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        })
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "test" => Ok(Split::Test),
+            other => Err(format!("unknown split '{other}' (train, val or test)")),
+        }
+    }
+}
+
+/// Fractions of each class that go to validation and test (the rest is training).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct SplitFractions {
+    /// Validation fraction (default 0.1).
+    pub val: f64,
+    /// Test fraction (default 0.1).
+    pub test: f64,
+}
+
+impl Default for SplitFractions {
+    fn default() -> Self {
+        SplitFractions {
+            val: 0.1,
+            test: 0.1,
+        }
+    }
+}
+
+/// The split assigned to every sample of an [`ImageFolder`], by sample index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment(pub Vec<Split>);
+
+impl Assignment {
+    /// Indices of the samples in `split`, in sample order.
+    pub fn indices(&self, split: Split) -> Vec<usize> {
+        (0..self.0.len()).filter(|&i| self.0[i] == split).collect()
+    }
+}
+
+/// Splits a dataset: per class, groups of identical images are shuffled with `seed` and cut into
+/// test, validation and training, each of the first two holding `round(n × fraction)` images,
+/// at least one.
+pub fn stratified_split(folder: &ImageFolder, fractions: SplitFractions, seed: u64) -> Assignment {
+    // Groups of identical bytes, keyed by hash; a group belongs to the class of its first member.
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in folder.samples.iter().enumerate() {
+        groups.entry(s.sha256.as_str()).or_default().push(i);
+    }
+    let mut per_class: Vec<Vec<Vec<usize>>> = vec![Vec::new(); folder.classes.len()];
+    for members in groups.into_values() {
+        per_class[folder.samples[members[0]].class].push(members);
+    }
+    let mut out = vec![Split::Train; folder.samples.len()];
+    for (class, mut class_groups) in per_class.into_iter().enumerate() {
+        // Sort by first file so the order (and the result) does not depend on hashes.
+        class_groups.sort_by(|a, b| folder.samples[a[0]].file.cmp(&folder.samples[b[0]].file));
+        let mut rng = StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        class_groups.shuffle(&mut rng);
+        let n: usize = class_groups.iter().map(Vec::len).sum();
+        let want = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
+        let (want_test, want_val) = (want(fractions.test), want(fractions.val));
+        let (mut test, mut val) = (0, 0);
+        for g in class_groups {
+            let split = if test < want_test {
+                test += g.len();
+                Split::Test
+            } else if val < want_val {
+                val += g.len();
+                Split::Val
+            } else {
+                Split::Train
+            };
+            for i in g {
+                out[i] = split;
+            }
+        }
+    }
+    Assignment(out)
+}
+
+/// One manifest row.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    file: String,
+    sha256: String,
+    class: String,
+    split: Split,
+}
+
+/// Writes `manifest.csv` (`file,sha256,class,split`, one row per image, in sample order).
+pub fn write_manifest(
+    path: &Path,
+    folder: &ImageFolder,
+    assignment: &Assignment,
+) -> Result<(), DataError> {
+    let mut out = String::from("file,sha256,class,split\n");
+    for (s, split) in folder.samples.iter().zip(&assignment.0) {
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            csv_field(&s.file),
+            s.sha256,
+            csv_field(&folder.classes[s.class]),
+            split
+        ));
+    }
+    std::fs::write(path, out).map_err(|e| DataError::Manifest {
+        path: path.to_path_buf(),
+        reason: format!("cannot write: {e}"),
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+/// Reads a manifest and applies it to a scanned folder: every image in the folder must be listed
+/// with the same sha256 and class. Images listed but missing are an error too, so a reused
+/// manifest reproduces its split exactly or refuses.
+pub fn read_manifest(path: &Path, folder: &ImageFolder) -> Result<Assignment, DataError> {
+    let bad = |reason: String| DataError::Manifest {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut lines = text.lines();
+    if lines.next().map(str::trim) != Some("file,sha256,class,split") {
+        return Err(bad("not a leukoscope manifest (header must be file,sha256,class,split)".into()));
+    }
+    let mut rows: HashMap<String, Row> = HashMap::new();
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let f = csv_fields(line);
+        if f.len() != 4 {
+            return Err(bad(format!("line {}: expected 4 fields, got {}", n + 2, f.len())));
+        }
+        let split = f[3].parse().map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
+        let row = Row {
+            file: f[0].clone(),
+            sha256: f[1].clone(),
+            class: f[2].clone(),
+            split,
+        };
+        rows.insert(row.file.clone(), row);
+    }
+    let mut out = Vec::with_capacity(folder.samples.len());
+    for s in &folder.samples {
+        let row = rows.remove(&s.file).ok_or_else(|| {
+            bad(format!("{} is in the dataset but not in the manifest", s.file))
+        })?;
+        if row.sha256 != s.sha256 {
+            return Err(bad(format!(
+                "{} has changed since the manifest was written (sha256 differs)",
+                s.file
+            )));
+        }
+        if row.class != folder.classes[s.class] {
+            return Err(bad(format!(
+                "{} is class '{}' in the manifest but '{}' on disk",
+                s.file, row.class, folder.classes[s.class]
+            )));
+        }
+        out.push(row.split);
+    }
+    if let Some(file) = rows.keys().min() {
+        return Err(bad(format!(
+            "{} other listed file(s) are missing or unreadable, e.g. {file}",
+            rows.len()
+        )));
+    }
+    Ok(Assignment(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::folder::Sample;
+    use image::RgbImage;
+
+    fn folder(counts: &[usize]) -> ImageFolder {
+        let mut samples = Vec::new();
+        for (class, &n) in counts.iter().enumerate() {
+            for i in 0..n {
+                samples.push(Sample {
+                    file: format!("c{class}/{i:04}.png"),
+                    sha256: format!("{class:032x}{i:032x}"),
+                    class,
+                    image: RgbImage::new(1, 1),
+                });
+            }
+        }
+        ImageFolder {
+            root: "/data".into(),
+            classes: (0..counts.len()).map(|c| format!("c{c}")).collect(),
+            samples,
+            skipped: Vec::new(),
+        }
+    }
+
+    fn count(f: &ImageFolder, a: &Assignment, class: usize, split: Split) -> usize {
+        a.indices(split)
+            .into_iter()
+            .filter(|&i| f.samples[i].class == class)
+            .count()
+    }
+
+    #[test]
+    fn split_is_stratified_and_seeded() {
+        let f = folder(&[100, 40, 7]);
+        let a = stratified_split(&f, SplitFractions::default(), 7);
+        assert_eq!(
+            (count(&f, &a, 0, Split::Test), count(&f, &a, 0, Split::Val)),
+            (10, 10)
+        );
+        assert_eq!(
+            (count(&f, &a, 1, Split::Test), count(&f, &a, 1, Split::Val)),
+            (4, 4)
+        );
+        assert_eq!(
+            (count(&f, &a, 2, Split::Test), count(&f, &a, 2, Split::Val)),
+            (1, 1)
+        );
+        assert_eq!(a, stratified_split(&f, SplitFractions::default(), 7));
+        assert_ne!(a, stratified_split(&f, SplitFractions::default(), 8));
+    }
+
+    #[test]
+    fn identical_images_never_straddle_splits() {
+        let mut f = folder(&[60, 60]);
+        // Ten pairs of byte-identical files in class 0.
+        for k in 0..10 {
+            let h = f.samples[2 * k].sha256.clone();
+            f.samples[2 * k + 1].sha256 = h;
+        }
+        for seed in 0..20 {
+            let a = stratified_split(&f, SplitFractions::default(), seed);
+            for k in 0..10 {
+                assert_eq!(a.0[2 * k], a.0[2 * k + 1], "seed {seed} pair {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_reproduces_the_split_and_detects_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.csv");
+        let mut f = folder(&[30, 20]);
+        f.samples[3].file = "c0/with, comma \"q\".png".into();
+        let a = stratified_split(&f, SplitFractions::default(), 1);
+        write_manifest(&path, &f, &a).unwrap();
+        assert_eq!(read_manifest(&path, &f).unwrap(), a);
+
+        let mut changed = folder(&[30, 20]);
+        changed.samples[3].file = f.samples[3].file.clone();
+        changed.samples[5].sha256 = "0".repeat(64);
+        let err = read_manifest(&path, &changed).unwrap_err().to_string();
+        assert!(err.contains("c0/0005.png") && err.contains("changed"), "{err}");
+
+        let mut fewer = folder(&[30, 20]);
+        fewer.samples[3].file = f.samples[3].file.clone();
+        fewer.samples.pop();
+        let err = read_manifest(&path, &fewer).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+
+        std::fs::write(&path, "a,b\n").unwrap();
+        assert!(read_manifest(&path, &f).is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! `trainer`: train, evaluate and benchmark leukoscope models. See `trainer --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use trainer::backend::{BackendKind, set_threads};
+use trainer::data::augment::AugmentConfig;
+use trainer::data::balance::Sampling;
+use trainer::data::split::SplitFractions;
+use trainer::model::ModelSpec;
+use trainer::optim::{OptimizerKind, Schedule};
+use trainer::run::{RunConfig, RunDir};
+use trainer::train::{FitRequest, fit};
+
+/// Train, evaluate and benchmark leukoscope's blood-smear classifiers.
+///
+/// A dataset is a folder with one subfolder of images (JPEG or PNG) per class, e.g.
+/// `all-taleqani/{Benign,Early,Pre,Pro}/*.jpg`. Each run writes a run folder (settings, split
+/// manifest, checkpoints, best weights, evaluation report) that `evaluate` and, later, `export`
+/// read. Runs checkpoint every epoch: `fit --resume` continues an interrupted run exactly.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// CPU threads for training and inference (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a labeled folder, then evaluate it on the held-out test split.
+    Fit(FitArgs),
+    /// Evaluate a run's best model: its test split, or every image of another labeled folder.
+    Evaluate(EvaluateArgs),
+    /// Measure training throughput (images/s) on random data.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Family {
+    /// MobileNetV2 with a width multiplier and a dense head.
+    Mobilenetv2,
+    /// The seed paper's compact three-layer CNN.
+    Cnn,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Architecture.
+    #[arg(long, value_enum)]
+    model: Family,
+    /// MobileNetV2 width multiplier (0.35–1.4).
+    #[arg(long, default_value_t = 1.0)]
+    width: f32,
+    /// Units of the hidden dense layer in MobileNetV2's head.
+    #[arg(long, default_value_t = 128)]
+    head_units: usize,
+    /// Dropout before the output layer (default: 0.2 for MobileNetV2, 0.5 for the CNN).
+    #[arg(long)]
+    dropout: Option<f64>,
+}
+
+impl ModelArgs {
+    fn spec(&self) -> Result<ModelSpec> {
+        Ok(match self.model {
+            Family::Mobilenetv2 => {
+                if !(0.35..=1.4).contains(&self.width) {
+                    anyhow::bail!("--width must be between 0.35 and 1.4, got {}", self.width);
+                }
+                ModelSpec::Mobilenetv2 {
+                    width: self.width,
+                    head_units: self.head_units,
+                    dropout: self.dropout.unwrap_or(0.2),
+                }
+            }
+            Family::Cnn => ModelSpec::Cnn {
+                dropout: self.dropout.unwrap_or(0.5),
+            },
+        })
+    }
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Dataset folder: one subfolder of images per class.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Run folder to create (or to continue with --resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the interrupted run in --out from its last checkpoint (settings come from its
+    /// run.json; only a larger --epochs is taken).
+    #[arg(long)]
+    resume: bool,
+    /// Square input size in pixels (images are centre-cropped and resized to it). The CNN needs
+    /// a multiple of 8.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// Maximum number of epochs.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    optimizer: OptimizerKind,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    schedule: Schedule,
+    /// Weight decay (0 = none; AdamW uses 0.01 when 0).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Early stopping: stop after this many epochs without a lower validation loss (0 = never).
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
+    /// Seed for the split, sampling, augmentation, initialisation and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of each class held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Fraction of each class held out for the test report.
+    #[arg(long, default_value_t = 0.1)]
+    test_fraction: f64,
+    /// Reuse the split of an earlier run's manifest.csv (reproduces it exactly, or refuses).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// How training images are drawn each epoch.
+    #[arg(long, value_enum, default_value_t = Sampling::Uniform)]
+    sampling: Sampling,
+    /// Turn off the inverse-frequency class weights in the loss.
+    #[arg(long)]
+    no_class_weights: bool,
+    #[command(flatten)]
+    augment: AugmentArgs,
+    /// Refuse unreadable files instead of skipping (and reporting) them.
+    #[arg(long)]
+    strict: bool,
+    /// Start MobileNetV2's backbone from torchvision `mobilenet_v2` weights (.pth/.safetensors).
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+    /// Skip the test-split evaluation at the end.
+    #[arg(long)]
+    no_evaluate: bool,
+    /// Stop after this many epochs in this invocation (the run stays resumable with --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+}
+
+/// Training augmentation (defaults follow the seed paper, plus stain jitter).
+#[derive(Args)]
+struct AugmentArgs {
+    /// Turn every augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// No horizontal flips.
+    #[arg(long)]
+    no_hflip: bool,
+    /// No vertical flips.
+    #[arg(long)]
+    no_vflip: bool,
+    /// Rotation range in degrees (±).
+    #[arg(long, default_value_t = 30.0)]
+    rotation: f32,
+    /// Width/height shift as a fraction of the side (±).
+    #[arg(long, default_value_t = 0.25)]
+    shift: f32,
+    /// Zoom range (each axis in [1−z, 1+z]).
+    #[arg(long, default_value_t = 0.3)]
+    zoom: f32,
+    /// Shear intensity (±).
+    #[arg(long, default_value_t = 0.2)]
+    shear: f32,
+    /// Channel shift in 0..255 units (±).
+    #[arg(long, default_value_t = 10.0)]
+    channel_shift: f32,
+    /// Brightness, contrast and saturation jitter (± fraction).
+    #[arg(long, default_value_t = 0.15)]
+    color_jitter: f32,
+    /// Hue jitter in degrees (±).
+    #[arg(long, default_value_t = 8.0)]
+    hue: f32,
+    /// Probability of blanking the bottom-right scale-bar label area.
+    #[arg(long, default_value_t = 0.5)]
+    corner_erase: f32,
+}
+
+impl AugmentArgs {
+    fn config(&self) -> AugmentConfig {
+        if self.no_augment {
+            return AugmentConfig::none();
+        }
+        AugmentConfig {
+            hflip: !self.no_hflip,
+            vflip: !self.no_vflip,
+            rotation: self.rotation,
+            shift: self.shift,
+            zoom: self.zoom,
+            shear: self.shear,
+            channel_shift: self.channel_shift,
+            brightness: self.color_jitter,
+            contrast: self.color_jitter,
+            saturation: self.color_jitter,
+            hue: self.hue,
+            corner_erase: self.corner_erase,
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Run folder written by `trainer fit`.
+    #[arg(long)]
+    run: PathBuf,
+    /// A labeled folder to evaluate on instead of the run's test split (class folders must be
+    /// labels of the model).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Square input size.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Output classes.
+    #[arg(long, default_value_t = 4)]
+    classes: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    set_threads(cli.threads);
+    match cli.command {
+        Command::Fit(a) => {
+            let config = RunConfig {
+                data: a.data,
+                model: a.model.spec()?,
+                size: a.size,
+                epochs: a.epochs,
+                batch: a.batch.max(1),
+                lr: a.lr,
+                optimizer: a.optimizer,
+                schedule: a.schedule,
+                weight_decay: a.weight_decay,
+                patience: a.patience,
+                seed: a.seed,
+                fractions: SplitFractions {
+                    val: a.val_fraction,
+                    test: a.test_fraction,
+                },
+                sampling: a.sampling,
+                class_weights: !a.no_class_weights,
+                augment: a.augment.config(),
+                strict: a.strict,
+                pretrained: a.pretrained,
+                backend: a.backend,
+            };
+            if matches!(config.model, ModelSpec::Cnn { .. }) && config.size % 8 != 0 {
+                anyhow::bail!("--size must be a multiple of 8 for the CNN, got {}", config.size);
+            }
+            fit(
+                config,
+                FitRequest {
+                    out: &a.out,
+                    resume: a.resume,
+                    manifest: a.manifest.as_deref(),
+                    evaluate: !a.no_evaluate,
+                    stop_after: a.stop_after,
+                },
+            )
+        }
+        Command::Evaluate(a) => {
+            trainer::evaluate::evaluate_run(&RunDir(a.run), a.data.as_deref(), a.backend)?;
+            Ok(())
+        }
+        Command::Bench(a) => {
+            let result = trainer::bench::run(&trainer::bench::BenchRequest {
+                model: a.model.spec()?,
+                size: a.size,
+                batch: a.batch.max(1),
+                classes: a.classes.max(2),
+                warmup: a.warmup,
+                steps: a.steps.max(1),
+                backend: a.backend,
+            })?;
+            match a.format {
+                Format::Json => println!("{}", serde_json::to_string(&result)?),
+                Format::Table => {
+                    println!("model                 size batch threads  step p50 ms  images/s  params");
+                    println!(
+                        "{:<21} {:>4} {:>5} {:>7} {:>11.1} {:>9.1} {:>7}",
+                        result.model,
+                        result.size,
+                        result.batch,
+                        result.threads,
+                        result.step_ms_p50,
+                        result.images_per_s,
+                        result.parameters
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The two model families: MobileNetV2 and the seed paper's compact CNN.
+//!
+//! Both take a batch of preprocessed images `[batch, 3, H, W]` (see `edge::preprocess`) and
+//! return logits `[batch, classes]`; probabilities are their softmax.
+
+mod cnn;
+pub(crate) mod mobilenetv2;
+
+pub use cnn::{Cnn, CnnConfig};
+pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, activation::softmax};
+use serde::{Deserialize, Serialize};
+
+/// Which architecture a run trains, with its settings. Stored in the run's `run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "lowercase")]
+pub enum ModelSpec {
+    /// MobileNetV2 with a width multiplier and the paper's dense head.
+    Mobilenetv2 {
+        /// Width multiplier (0.35–1.4).
+        width: f32,
+        /// Units in the hidden dense layer of the head.
+        head_units: usize,
+        /// Dropout before the output layer.
+        dropout: f64,
+    },
+    /// The compact CNN: three conv layers (32, 64, 128), dense 128, dropout.
+    Cnn {
+        /// Dropout before the output layer.
+        dropout: f64,
+    },
+}
+
+impl ModelSpec {
+    /// Short human-readable name, e.g. `MobileNetV2 ×0.5`.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSpec::Mobilenetv2 { width, .. } => format!("MobileNetV2 ×{width}"),
+            ModelSpec::Cnn { .. } => "compact CNN".to_string(),
+        }
+    }
+
+    /// Builds a freshly initialised model for `classes` outputs and a square `size` input.
+    pub fn init(&self, classes: usize, size: usize, device: &Device) -> Classifier {
+        match self {
+            ModelSpec::Mobilenetv2 {
+                width,
+                head_units,
+                dropout,
+            } => Classifier::MobileNetV2(
+                MobileNetV2Config::new(classes)
+                    .with_width(*width)
+                    .with_head_units(*head_units)
+                    .with_dropout(*dropout)
+                    .init(device),
+            ),
+            ModelSpec::Cnn { dropout } => Classifier::Cnn(
+                CnnConfig::new(classes, size)
+                    .with_dropout(*dropout)
+                    .init(device),
+            ),
+        }
+    }
+}
+
+/// A leukoscope image classifier of either family.
+#[derive(Module, Debug)]
+pub enum Classifier {
+    /// MobileNetV2.
+    MobileNetV2(MobileNetV2),
+    /// The compact CNN.
+    Cnn(Cnn),
+}
+
+impl Classifier {
+    /// Logits `[batch, classes]` for images `[batch, 3, H, W]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Classifier::MobileNetV2(m) => m.forward(images),
+            Classifier::Cnn(m) => m.forward(images),
+        }
+    }
+
+    /// Class probabilities `[batch, classes]` (softmax of the logits).
+    pub fn probabilities(&self, images: Tensor<4>) -> Tensor<2> {
+        softmax(self.forward(images), 1)
+    }
+}
+
+/// Size in bytes of the model's parameters as `f32`.
+pub fn parameter_bytes(model: &Classifier) -> u64 {
+    model.num_params() as u64 * 4
+}

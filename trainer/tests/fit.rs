@@ -1,0 +1,135 @@
+//! `trainer fit` / `trainer evaluate` end to end on seeded synthetic data.
+
+mod common;
+
+use common::{report, synthetic_dataset, text, trainer};
+
+#[test]
+fn a_tiny_cnn_learns_visibly_different_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 3, 40, 32, 1);
+    let run = dir.path().join("run");
+    let out = trainer(&[
+        "fit", "--data", data.to_str().unwrap(), "--model", "cnn", "--size", "32",
+        "--epochs", "8", "--batch", "8", "--lr", "1e-3", "--rotation", "10", "--shift", "0.1",
+        "--out", run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&run, "report");
+    let accuracy = r["metrics"]["accuracy"].as_f64().unwrap();
+    // 12 test images over 3 classes: chance is 1/3.
+    assert!(accuracy >= 0.8, "test accuracy {accuracy}\n{}", text(&out));
+    for f in ["report.md", "confusion_matrix.png", "roc.png", "training_curves.png"] {
+        assert!(run.join("report").join(f).exists(), "{f} missing");
+    }
+    // The manifest lists every image once with its split.
+    let manifest = std::fs::read_to_string(run.join("manifest.csv")).unwrap();
+    assert_eq!(manifest.lines().count(), 1 + 120);
+    assert_eq!(manifest.lines().filter(|l| l.ends_with(",test")).count(), 12);
+
+    // Evaluating another labeled folder with the model's labels works; unknown labels do not.
+    let other = dir.path().join("other");
+    synthetic_dataset(&other, 3, 6, 48, 2);
+    let out = trainer(&["evaluate", "--run", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(report(&run, "report-other")["metrics"]["samples"], 18);
+    std::fs::rename(other.join("class2"), other.join("Lymphoma")).unwrap();
+    let out = trainer(&["evaluate", "--run", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Lymphoma") && err.contains("class0"), "{err}");
+}
+
+#[test]
+fn a_resumed_run_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 2, 15, 24, 3);
+    let args = |out: &str, epochs: &str| -> Vec<String> {
+        [
+            "fit", "--data", data.to_str().unwrap(), "--model", "mobilenetv2", "--width", "0.35",
+            "--size", "24", "--batch", "8", "--epochs", epochs, "--schedule", "cosine",
+            "--optimizer", "adamax", "--sampling", "balanced", "--no-evaluate", "--out", out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let straight = dir.path().join("straight");
+    let interrupted = dir.path().join("interrupted");
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = trainer(&refs);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    run(args(straight.to_str().unwrap(), "3"));
+    let mut first = args(interrupted.to_str().unwrap(), "3");
+    first.extend(["--stop-after".to_string(), "2".to_string()]);
+    run(first);
+    let mut again = args(interrupted.to_str().unwrap(), "3");
+    again.push("--resume".into());
+    run(again);
+    let history = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("history.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (history(&straight), history(&interrupted));
+    assert_eq!(a.as_array().unwrap().len(), 3);
+    for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        for key in ["train_loss", "valid_loss", "learning_rate"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{key}: {x} vs {y}");
+        }
+    }
+    // Starting over in a folder that holds a run is refused.
+    let out = trainer(&args(straight.to_str().unwrap(), "3").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+}
+
+#[test]
+fn bad_datasets_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fit = |strict: bool| {
+        let out = dir.path().join(format!("run{}", rand_suffix()));
+        let mut a = vec!["fit", "--data", data.to_str().unwrap(), "--model", "cnn", "--size", "16",
+            "--epochs", "1", "--out", out.to_str().unwrap()];
+        if strict {
+            a.push("--strict");
+        }
+        trainer(&a)
+    };
+    let out = fit(false);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no class folders"), "{}", text(&out));
+
+    synthetic_dataset(&data, 1, 8, 16, 4);
+    let out = fit(false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only one class"), "{}", text(&out));
+
+    synthetic_dataset(&data, 2, 8, 16, 5);
+    std::fs::write(data.join("class1/notes.txt"), "lab notes").unwrap();
+    let good = std::fs::read(data.join("class0/000.png")).unwrap();
+    std::fs::write(data.join("class0/truncated.png"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(data.join("class0/corrupt.jpg"), b"\xff\xd8\xff\xe0garbage").unwrap();
+    let out = fit(true);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--strict"), "{}", text(&out));
+    let out = fit(false);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skipped 3 unreadable"), "{err}");
+    assert!(err.contains("notes.txt") && err.contains("corrupt.jpg"), "{err}");
+
+    let out = trainer(&["fit", "--data", "/nonexistent/smears", "--model", "cnn", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/smears"));
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

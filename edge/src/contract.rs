@@ -174,7 +174,10 @@ mod tests {
     fn input_size_round_trips_through_its_string_form() {
         let c = ModelContract::new(labels(), 224);
         assert_eq!(c.input_size_string(), "224x224");
-        assert_eq!(ModelContract::parse_input_size("128x96").unwrap(), (128, 96));
+        assert_eq!(
+            ModelContract::parse_input_size("128x96").unwrap(),
+            (128, 96)
+        );
         assert!(ModelContract::parse_input_size("128").is_err());
         assert!(ModelContract::parse_input_size("ax1").is_err());
     }

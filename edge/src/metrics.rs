@@ -46,6 +46,24 @@ pub enum MetricsError {
         /// Number of labels.
         num_classes: usize,
     },
+    /// `truth` and the predicted classes hold different numbers of samples.
+    #[error("{truth} true classes but {predicted} predictions: one of each per sample")]
+    PredictionCount {
+        /// Number of true classes.
+        truth: usize,
+        /// Number of predictions.
+        predicted: usize,
+    },
+    /// A predicted class index is not a valid label index.
+    #[error("sample {sample}: predicted class {class} is out of range ({num_classes} labels)")]
+    PredictionOutOfRange {
+        /// Index of the sample.
+        sample: usize,
+        /// The offending class index.
+        class: usize,
+        /// Number of labels.
+        num_classes: usize,
+    },
     /// A probability row does not have one value per label.
     #[error("sample {sample}: {got} probabilities, expected one per label ({expected})")]
     RowLength {
@@ -89,21 +107,26 @@ impl ConfusionMatrix {
         predicted: &[usize],
     ) -> Result<Self, MetricsError> {
         if truth.len() != predicted.len() {
-            return Err(MetricsError::LengthMismatch {
+            return Err(MetricsError::PredictionCount {
                 truth: truth.len(),
-                probabilities: predicted.len(),
+                predicted: predicted.len(),
             });
         }
         let mut m = ConfusionMatrix::new(num_classes);
         for (sample, (&t, &p)) in truth.iter().zip(predicted).enumerate() {
-            for class in [t, p] {
-                if class >= num_classes {
-                    return Err(MetricsError::TruthOutOfRange {
-                        sample,
-                        class,
-                        num_classes,
-                    });
-                }
+            if t >= num_classes {
+                return Err(MetricsError::TruthOutOfRange {
+                    sample,
+                    class: t,
+                    num_classes,
+                });
+            }
+            if p >= num_classes {
+                return Err(MetricsError::PredictionOutOfRange {
+                    sample,
+                    class: p,
+                    num_classes,
+                });
             }
             m.counts[t][p] += 1;
         }
@@ -765,6 +788,38 @@ pub(crate) mod tests {
         // Everything is predicted "a": kappa 0 (p_o = p_e = 1/2) and MCC 0 (denominator 0).
         close(r.cohen_kappa, 0.0);
         close(r.mcc, 0.0);
+    }
+
+    #[test]
+    fn confusion_matrix_from_predictions() {
+        let m = ConfusionMatrix::from_predictions(2, &[0, 0, 1, 1, 1], &[0, 1, 1, 1, 0]).unwrap();
+        assert_eq!(m.counts(), &[vec![1, 1], vec![1, 2]]);
+        // Class 1: tp 2, fp 1, fn 1, tn 1.
+        assert_eq!(
+            m.one_vs_rest(1),
+            BinaryCounts {
+                tp: 2,
+                fp: 1,
+                fn_: 1,
+                tn: 1
+            }
+        );
+        close(m.accuracy(), 0.6);
+        assert_eq!(
+            ConfusionMatrix::from_predictions(2, &[0], &[2]),
+            Err(MetricsError::PredictionOutOfRange {
+                sample: 0,
+                class: 2,
+                num_classes: 2
+            })
+        );
+        assert_eq!(
+            ConfusionMatrix::from_predictions(2, &[0, 1], &[0]),
+            Err(MetricsError::PredictionCount {
+                truth: 2,
+                predicted: 1
+            })
+        );
     }
 
     #[test]

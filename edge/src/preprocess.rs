@@ -87,11 +87,7 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// A preprocessor for one contract.
     pub fn new(contract: ModelContract) -> Self {
-        let resized = Image::new(
-            contract.input_width,
-            contract.input_height,
-            PixelType::U8x3,
-        );
+        let resized = Image::new(contract.input_width, contract.input_height, PixelType::U8x3);
         Preprocessor {
             contract,
             resizer: Resizer::new(),
@@ -198,10 +194,12 @@ mod tests {
 
     #[test]
     fn wide_frames_are_centre_cropped_before_resizing() {
-        // Left and right thirds red, centre third green: the centre crop must see only green.
-        let mut img = RgbImage::new(30, 10);
+        // Left and right thirds red, centre third green. Squashing the whole frame would give a
+        // red plane averaging 2/3; the centre crop sees green only (the resize filter may blend
+        // a little of the neighbouring red into the outermost columns).
+        let mut img = RgbImage::new(60, 20);
         for (x, _, p) in img.enumerate_pixels_mut() {
-            *p = if (10..20).contains(&x) {
+            *p = if (20..40).contains(&x) {
                 image::Rgb([0, 255, 0])
             } else {
                 image::Rgb([255, 0, 0])
@@ -212,13 +210,20 @@ mod tests {
         c.std = [1.0; 3];
         let x = image_to_input(&img, &c).unwrap();
         let plane = 16;
-        assert!(x[..plane].iter().all(|v| *v < 0.05), "red leaked in: {x:?}");
-        assert!(x[plane..2 * plane].iter().all(|v| *v > 0.95));
+        let red_mean = x[..plane].iter().sum::<f32>() / plane as f32;
+        assert!(red_mean < 0.15, "red leaked in: {x:?}");
+        for row in 0..4 {
+            for col in 1..3 {
+                assert!(x[row * 4 + col] < 0.01 && x[plane + row * 4 + col] > 0.99);
+            }
+        }
     }
 
     #[test]
     fn framing_then_normalizing_equals_normalizing_the_original() {
-        let img = RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 77]));
+        let img = RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 77])
+        });
         let mut p = Preprocessor::new(contract(16));
         let framed = p.fit(&img).unwrap();
         assert_eq!(framed.dimensions(), (16, 16));
@@ -251,7 +256,10 @@ mod tests {
         let text = dir.path().join("notes.jpg");
         std::fs::write(&text, b"this is not a picture").unwrap();
         let err = decode_image(&text).unwrap_err().to_string();
-        assert!(err.contains("notes.jpg") && err.contains("not an image"), "{err}");
+        assert!(
+            err.contains("notes.jpg") && err.contains("not an image"),
+            "{err}"
+        );
 
         let img = RgbImage::from_pixel(32, 32, image::Rgb([200, 100, 50]));
         let good = dir.path().join("good.jpg");

@@ -42,7 +42,9 @@ fn wgpu_device() -> Result<Device> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device> {
-    bail!("this trainer was built without the `wgpu` feature: rebuild with `cargo build --release -p trainer --features wgpu`")
+    bail!(
+        "this trainer was built without the `wgpu` feature: rebuild with `cargo build --release -p trainer --features wgpu`"
+    )
 }
 
 #[cfg(feature = "cuda")]
@@ -64,7 +66,9 @@ fn cuda_device() -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda_device() -> Result<Device> {
     let _ = find_cuda_driver(&library_dirs());
-    bail!("this trainer was built without the `cuda` feature: see README, 'Training on a CUDA host'")
+    bail!(
+        "this trainer was built without the `cuda` feature: see README, 'Training on a CUDA host'"
+    )
 }
 
 /// Folders searched for the CUDA driver: `LD_LIBRARY_PATH`, then the usual system folders.
@@ -94,10 +98,12 @@ fn find_cuda_driver(dirs: &[PathBuf]) -> Option<PathBuf> {
 
 /// Sets the number of CPU threads burn-flex uses (rayon's global pool). `None` = all cores.
 pub fn set_threads(threads: Option<usize>) {
-    if let Some(n) = threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
-            tracing::warn!("could not set {n} threads: {e}");
-        }
+    if let Some(n) = threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+    {
+        tracing::warn!("could not set {n} threads: {e}");
     }
 }
 
@@ -116,7 +122,10 @@ mod tests {
         let dirs = vec![dir.path().to_path_buf()];
         assert_eq!(find_cuda_driver(&dirs), None);
         std::fs::write(dir.path().join("libcuda.so.1"), b"").unwrap();
-        assert_eq!(find_cuda_driver(&dirs), Some(dir.path().join("libcuda.so.1")));
+        assert_eq!(
+            find_cuda_driver(&dirs),
+            Some(dir.path().join("libcuda.so.1"))
+        );
     }
 
     #[cfg(not(feature = "wgpu"))]

@@ -77,7 +77,9 @@ pub fn run(req: &BenchRequest) -> Result<BenchResult> {
         model = optim.step(1e-4, model, grads);
         // Reading one weight back forces the lazy backend to finish the step.
         let _ = model.num_params();
-        device.sync().map_err(|e| anyhow::anyhow!("backend: {e:?}"))?;
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("backend: {e:?}"))?;
         if step >= req.warmup {
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }

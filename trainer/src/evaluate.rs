@@ -51,10 +51,11 @@ pub fn predict(
 pub fn load_best_model(run: &RunDir, device: &Device) -> Result<(Classifier, ModelContract)> {
     let file = run.load_run()?;
     let contract = run.load_contract()?;
-    let model = file
-        .config
-        .model
-        .init(contract.num_classes(), contract.input_width as usize, device);
+    let model = file.config.model.init(
+        contract.num_classes(),
+        contract.input_width as usize,
+        device,
+    );
     let path = run.best_model();
     if !path.exists() {
         bail!(
@@ -116,7 +117,12 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "data".into());
             let n = folder.samples.len();
-            (folder, (0..n).collect(), "all", run.0.join(format!("report-{name}")))
+            (
+                folder,
+                (0..n).collect(),
+                "all",
+                run.0.join(format!("report-{name}")),
+            )
         }
     };
     if indices.is_empty() {
@@ -137,7 +143,11 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
     let report = metrics::evaluate(&contract.labels, &truth, &probs)?;
     let history = run.load_history()?;
     let ctx = ReportContext {
-        title: format!("{} @{} — {split} split", file.config.model.describe(), contract.input_width),
+        title: format!(
+            "{} @{} — {split} split",
+            file.config.model.describe(),
+            contract.input_width
+        ),
         model: format!(
             "{} (run {}, best epoch by validation loss)",
             file.config.model.describe(),
@@ -192,7 +202,10 @@ fn run_notes(c: &crate::run::RunConfig, info: &crate::run::RunInfo) -> Vec<Strin
         notes.push(format!("Pretrained backbone: {p}"));
     }
     if !info.skipped.is_empty() {
-        notes.push(format!("{} unreadable file(s) were skipped.", info.skipped.len()));
+        notes.push(format!(
+            "{} unreadable file(s) were skipped.",
+            info.skipped.len()
+        ));
     }
     notes
 }

@@ -269,8 +269,7 @@ struct BenchArgs {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -307,8 +306,11 @@ fn run(cli: Cli) -> Result<()> {
                 pretrained: a.pretrained,
                 backend: a.backend,
             };
-            if matches!(config.model, ModelSpec::Cnn { .. }) && config.size % 8 != 0 {
-                anyhow::bail!("--size must be a multiple of 8 for the CNN, got {}", config.size);
+            if matches!(config.model, ModelSpec::Cnn { .. }) && !config.size.is_multiple_of(8) {
+                anyhow::bail!(
+                    "--size must be a multiple of 8 for the CNN, got {}",
+                    config.size
+                );
             }
             fit(
                 config,
@@ -338,7 +340,9 @@ fn run(cli: Cli) -> Result<()> {
             match a.format {
                 Format::Json => println!("{}", serde_json::to_string(&result)?),
                 Format::Table => {
-                    println!("model                 size batch threads  step p50 ms  images/s  params");
+                    println!(
+                        "model                 size batch threads  step p50 ms  images/s  params"
+                    );
                     println!(
                         "{:<21} {:>4} {:>5} {:>7} {:>11.1} {:>9.1} {:>7}",
                         result.model,

@@ -144,7 +144,9 @@ pub fn load_torchvision_backbone(model: Classifier, path: &Path) -> Result<(Clas
         .filter(|k| !k.ends_with("num_batches_tracked"))
         .count();
     if unused > 0 {
-        summary.push_str(&format!("; {unused} file tensors unused (e.g. the classifier)"));
+        summary.push_str(&format!(
+            "; {unused} file tensors unused (e.g. the classifier)"
+        ));
     }
     Ok((Classifier::MobileNetV2(net), summary))
 }
@@ -152,6 +154,151 @@ pub fn load_torchvision_backbone(model: Classifier, path: &Path) -> Result<(Clas
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelSpec;
+    use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
+    use burn::tensor::{Device, Tensor};
+
+    fn spec(width: f32) -> ModelSpec {
+        ModelSpec::Mobilenetv2 {
+            width,
+            head_units: 16,
+            dropout: 0.0,
+        }
+    }
+
+    fn net(model: Classifier) -> MobileNetV2 {
+        match model {
+            Classifier::MobileNetV2(n) => n,
+            Classifier::Cnn(_) => unreachable!(),
+        }
+    }
+
+    /// The ConvBn of ours that a key-map target prefix (e.g. `blocks.3.expand.conv.`) names.
+    fn part<'a>(n: &'a MobileNetV2, prefix: &str) -> &'a ConvBn {
+        let p: Vec<&str> = prefix.trim_end_matches('.').split('.').collect();
+        match p[0] {
+            "stem" => &n.stem,
+            "last" => &n.last,
+            _ => {
+                let b = &n.blocks[p[1].parse::<usize>().unwrap()];
+                match p[2] {
+                    "expand" => b.expand.as_ref().unwrap(),
+                    "depthwise" => &b.depthwise,
+                    _ => &b.project,
+                }
+            }
+        }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+        let shape = t.dims().to_vec();
+        (shape, t.into_data().try_to_vec::<f32>().unwrap())
+    }
+
+    /// Every backbone tensor of `n` under its torchvision name (BatchNorm as weight/bias/running_*),
+    /// plus a torchvision-style classifier that must be reported unused.
+    fn torchvision_tensors(n: &MobileNetV2) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        for (tv, ours) in torchvision_key_map() {
+            let cb = part(n, &ours);
+            if ours.ends_with("conv.") {
+                let (s, v) = values(cb.conv.weight.val());
+                out.push((format!("{tv}weight"), s, v));
+            } else {
+                for (name, t) in [
+                    ("weight", cb.bn.gamma.val()),
+                    ("bias", cb.bn.beta.val()),
+                    ("running_mean", cb.bn.running_mean.value()),
+                    ("running_var", cb.bn.running_var.value()),
+                ] {
+                    let (s, v) = values(t);
+                    out.push((format!("{tv}{name}"), s, v));
+                }
+            }
+        }
+        out.push(("classifier.1.weight".into(), vec![1000, 8], vec![0.5; 8000]));
+        out
+    }
+
+    fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(k, s, v)| {
+                (
+                    k.clone(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    s.clone(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+            .iter()
+            .map(|(k, b, s)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .unwrap();
+                (k.clone(), view)
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_torchvision_layout_checkpoint_fills_the_whole_backbone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mobilenet_v2.safetensors");
+        let device = Device::flex();
+        device.seed(1);
+        let source = net(spec(0.35).init(3, 32, &device));
+        let tensors = torchvision_tensors(&source);
+        write_safetensors(&file, &tensors);
+
+        device.seed(2);
+        let target = spec(0.35).init(3, 32, &device);
+        let (loaded, summary) = load_torchvision_backbone(target, &file).unwrap();
+        let loaded = net(loaded);
+        assert!(
+            summary.contains(&format!("{} tensors loaded", tensors.len() - 1)),
+            "{summary}"
+        );
+        assert!(summary.contains("1 file tensors unused"), "{summary}");
+        for (tv, ours) in torchvision_key_map() {
+            let (a, b) = (part(&source, &ours), part(&loaded, &ours));
+            if ours.ends_with("conv.") {
+                assert_eq!(
+                    values(a.conv.weight.val()),
+                    values(b.conv.weight.val()),
+                    "{tv}"
+                );
+            } else {
+                assert_eq!(values(a.bn.gamma.val()), values(b.bn.gamma.val()), "{tv}");
+                assert_eq!(
+                    values(a.bn.running_var.value()),
+                    values(b.bn.running_var.value()),
+                    "{tv}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn another_width_is_reported_not_loaded_and_bad_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wide.safetensors");
+        let device = Device::flex();
+        let wide = net(spec(0.5).init(3, 32, &device));
+        write_safetensors(&file, &torchvision_tensors(&wide));
+        let (_, summary) =
+            load_torchvision_backbone(spec(0.35).init(3, 32, &device), &file).unwrap();
+        assert!(summary.contains("not loaded (shape mismatch"), "{summary}");
+
+        let junk = dir.path().join("junk.pth");
+        std::fs::write(&junk, b"not a checkpoint").unwrap();
+        let err = load_torchvision_backbone(spec(0.35).init(3, 32, &device), &junk).unwrap_err();
+        assert!(err.to_string().contains("junk.pth"), "{err}");
+        let cnn = ModelSpec::Cnn { dropout: 0.5 }.init(3, 32, &device);
+        assert!(load_torchvision_backbone(cnn, &file).is_err());
+    }
 
     #[test]
     fn key_map_covers_every_torchvision_feature_layer() {

@@ -166,7 +166,9 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
             || {
                 format!(
                     "{}-{}",
-                    req.out.file_name().map_or("run".into(), |n| n.to_string_lossy()),
+                    req.out
+                        .file_name()
+                        .map_or("run".into(), |n| n.to_string_lossy()),
                     chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
                 )
             },
@@ -189,17 +191,27 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         pretrained_report,
     };
     drop(folder);
-    write_json(&run.run_file(), &RunFile { config: config.clone(), info: info.clone() })?;
+    write_json(
+        &run.run_file(),
+        &RunFile {
+            config: config.clone(),
+            info: info.clone(),
+        },
+    )?;
     write_json(&run.contract(), &contract)?;
 
     let mut state = TrainState::default();
     let mut history: Vec<EpochRecord> = Vec::new();
-    if previous.is_some() {
-        if let Some(ckpt) = latest_checkpoint(&run) {
-            (model, optim, scheduler, state, history) =
-                load_checkpoint(&ckpt, model, optim, scheduler)?;
-            eprintln!("resuming after epoch {} from {}", state.epochs_done, ckpt.display());
-        }
+    if previous.is_some()
+        && let Some(ckpt) = latest_checkpoint(&run)
+    {
+        (model, optim, scheduler, state, history) =
+            load_checkpoint(&ckpt, model, optim, scheduler)?;
+        eprintln!(
+            "resuming after epoch {} from {}",
+            state.epochs_done,
+            ckpt.display()
+        );
     }
 
     let loss_fn = loss(&train_counts, config.class_weights, &device);
@@ -219,7 +231,10 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         }
         device.seed(config.seed.wrapping_add(1 + epoch as u64));
         let order = epoch_order(&train_classes, config.sampling, config.seed, epoch);
-        let bar = progress::bar(order.len() as u64, &format!("epoch {}/{}", epoch + 1, config.epochs));
+        let bar = progress::bar(
+            order.len() as u64,
+            &format!("epoch {}/{}", epoch + 1, config.epochs),
+        );
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = config.lr;
@@ -255,7 +270,8 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         }
         bar.finish_and_clear();
         let images_per_s = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let (valid_loss, valid_accuracy) = validate(&model, &val, &contract, &loss_fn, &device, config.batch);
+        let (valid_loss, valid_accuracy) =
+            validate(&model, &val, &contract, &loss_fn, &device, config.batch);
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -316,7 +332,11 @@ fn loss_and_correct(
     logits: &burn::tensor::Tensor<2>,
     labels: &[i64],
 ) -> (f64, usize) {
-    let l = loss.clone().into_data().try_to_vec::<f32>().expect("f32 loss")[0] as f64;
+    let l = loss
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 loss")[0] as f64;
     let predicted = logits
         .clone()
         .argmax(1)
@@ -385,7 +405,9 @@ fn save_checkpoint(
         .clone()
         .save_file(tmp.join("model.bpk"))
         .map_err(|e| io("model", &e))?;
-    optim.save(tmp.join("optimizer.bpk")).map_err(|e| io("optimizer", &e))?;
+    optim
+        .save(tmp.join("optimizer.bpk"))
+        .map_err(|e| io("optimizer", &e))?;
     scheduler
         .to_record()
         .save(tmp.join("scheduler.bpk"))
@@ -435,7 +457,8 @@ fn load_checkpoint(
     let optim = optim
         .load(dir.join("optimizer.bpk"))
         .map_err(|e| bad("optimizer", &e))?;
-    let record = LrSchedulerRecord::load(dir.join("scheduler.bpk")).map_err(|e| bad("scheduler", &e))?;
+    let record =
+        LrSchedulerRecord::load(dir.join("scheduler.bpk")).map_err(|e| bad("scheduler", &e))?;
     let scheduler = scheduler.load_record(record);
     let state: TrainState = read_json(&dir.join("state.json"))?;
     let history: Vec<EpochRecord> = read_json(&dir.join("history.json"))?;

@@ -11,31 +11,67 @@ fn a_tiny_cnn_learns_visibly_different_classes() {
     synthetic_dataset(&data, 3, 40, 32, 1);
     let run = dir.path().join("run");
     let out = trainer(&[
-        "fit", "--data", data.to_str().unwrap(), "--model", "cnn", "--size", "32",
-        "--epochs", "8", "--batch", "8", "--lr", "1e-3", "--rotation", "10", "--shift", "0.1",
-        "--out", run.to_str().unwrap(),
+        "fit",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "cnn",
+        "--size",
+        "32",
+        "--epochs",
+        "8",
+        "--batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--rotation",
+        "10",
+        "--shift",
+        "0.1",
+        "--out",
+        run.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let r = report(&run, "report");
     let accuracy = r["metrics"]["accuracy"].as_f64().unwrap();
     // 12 test images over 3 classes: chance is 1/3.
     assert!(accuracy >= 0.8, "test accuracy {accuracy}\n{}", text(&out));
-    for f in ["report.md", "confusion_matrix.png", "roc.png", "training_curves.png"] {
+    for f in [
+        "report.md",
+        "confusion_matrix.png",
+        "roc.png",
+        "training_curves.png",
+    ] {
         assert!(run.join("report").join(f).exists(), "{f} missing");
     }
     // The manifest lists every image once with its split.
     let manifest = std::fs::read_to_string(run.join("manifest.csv")).unwrap();
     assert_eq!(manifest.lines().count(), 1 + 120);
-    assert_eq!(manifest.lines().filter(|l| l.ends_with(",test")).count(), 12);
+    assert_eq!(
+        manifest.lines().filter(|l| l.ends_with(",test")).count(),
+        12
+    );
 
     // Evaluating another labeled folder with the model's labels works; unknown labels do not.
     let other = dir.path().join("other");
     synthetic_dataset(&other, 3, 6, 48, 2);
-    let out = trainer(&["evaluate", "--run", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    let out = trainer(&[
+        "evaluate",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(report(&run, "report-other")["metrics"]["samples"], 18);
     std::fs::rename(other.join("class2"), other.join("Lymphoma")).unwrap();
-    let out = trainer(&["evaluate", "--run", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    let out = trainer(&[
+        "evaluate",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Lymphoma") && err.contains("class0"), "{err}");
@@ -48,9 +84,28 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     synthetic_dataset(&data, 2, 15, 24, 3);
     let args = |out: &str, epochs: &str| -> Vec<String> {
         [
-            "fit", "--data", data.to_str().unwrap(), "--model", "mobilenetv2", "--width", "0.35",
-            "--size", "24", "--batch", "8", "--epochs", epochs, "--schedule", "cosine",
-            "--optimizer", "adamax", "--sampling", "balanced", "--no-evaluate", "--out", out,
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "mobilenetv2",
+            "--width",
+            "0.35",
+            "--size",
+            "24",
+            "--batch",
+            "8",
+            "--epochs",
+            epochs,
+            "--schedule",
+            "cosine",
+            "--optimizer",
+            "adamax",
+            "--sampling",
+            "balanced",
+            "--no-evaluate",
+            "--out",
+            out,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -78,11 +133,19 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
         for key in ["train_loss", "valid_loss", "learning_rate"] {
             let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{key}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key}: {x} vs {y}"
+            );
         }
     }
     // Starting over in a folder that holds a run is refused.
-    let out = trainer(&args(straight.to_str().unwrap(), "3").iter().map(String::as_str).collect::<Vec<_>>());
+    let out = trainer(
+        &args(straight.to_str().unwrap(), "3")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 }
@@ -94,8 +157,19 @@ fn bad_datasets_get_clear_errors() {
     std::fs::create_dir_all(&data).unwrap();
     let fit = |strict: bool| {
         let out = dir.path().join(format!("run{}", rand_suffix()));
-        let mut a = vec!["fit", "--data", data.to_str().unwrap(), "--model", "cnn", "--size", "16",
-            "--epochs", "1", "--out", out.to_str().unwrap()];
+        let mut a = vec![
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "cnn",
+            "--size",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
         if strict {
             a.push("--strict");
         }
@@ -103,11 +177,19 @@ fn bad_datasets_get_clear_errors() {
     };
     let out = fit(false);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no class folders"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no class folders"),
+        "{}",
+        text(&out)
+    );
 
     synthetic_dataset(&data, 1, 8, 16, 4);
     let out = fit(false);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only one class"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only one class"),
+        "{}",
+        text(&out)
+    );
 
     synthetic_dataset(&data, 2, 8, 16, 5);
     std::fs::write(data.join("class1/notes.txt"), "lab notes").unwrap();
@@ -116,14 +198,29 @@ fn bad_datasets_get_clear_errors() {
     std::fs::write(data.join("class0/corrupt.jpg"), b"\xff\xd8\xff\xe0garbage").unwrap();
     let out = fit(true);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--strict"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--strict"),
+        "{}",
+        text(&out)
+    );
     let out = fit(false);
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("skipped 3 unreadable"), "{err}");
-    assert!(err.contains("notes.txt") && err.contains("corrupt.jpg"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("corrupt.jpg"),
+        "{err}"
+    );
 
-    let out = trainer(&["fit", "--data", "/nonexistent/smears", "--model", "cnn", "--out", dir.path().join("x").to_str().unwrap()]);
+    let out = trainer(&[
+        "fit",
+        "--data",
+        "/nonexistent/smears",
+        "--model",
+        "cnn",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/smears"));
 }

@@ -126,8 +126,16 @@ fn affine(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbImage {
     let zy = 1.0 + sym(rng, cfg.zoom);
     let tx = sym(rng, cfg.shift) * w;
     let ty = sym(rng, cfg.shift) * h;
-    let fx = if cfg.hflip && rng.random::<bool>() { -1.0 } else { 1.0 };
-    let fy = if cfg.vflip && rng.random::<bool>() { -1.0 } else { 1.0 };
+    let fx = if cfg.hflip && rng.random::<bool>() {
+        -1.0
+    } else {
+        1.0
+    };
+    let fy = if cfg.vflip && rng.random::<bool>() {
+        -1.0
+    } else {
+        1.0
+    };
     // Forward map: dst = c + t + R · Sh · Z · F · (src − c). We sample src for every dst pixel.
     let (s, c) = theta.sin_cos();
     let a = [

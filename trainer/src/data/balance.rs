@@ -77,7 +77,12 @@ fn features(img: &RgbImage) -> Vec<f32> {
 /// SMOTE on pixels: for every class smaller than the largest, synthetic images interpolated
 /// between an image and one of its `k` nearest same-class neighbours, until the class matches
 /// the largest. Returns (image, class) pairs; deterministic for a seed.
-pub fn smote(images: &[&RgbImage], classes: &[usize], k: usize, seed: u64) -> Vec<(RgbImage, usize)> {
+pub fn smote(
+    images: &[&RgbImage],
+    classes: &[usize],
+    k: usize,
+    seed: u64,
+) -> Vec<(RgbImage, usize)> {
     let n_classes = classes.iter().max().map_or(0, |m| m + 1);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
     for (i, &c) in classes.iter().enumerate() {
@@ -178,7 +183,10 @@ mod tests {
             assert_eq!(*class, 0);
             let p = img.get_pixel(3, 3).0;
             // On the segment between dark and light: channels keep the 4:2:1 ratio.
-            assert!(p[0] <= 200 && (p[0] as i32 - 2 * p[1] as i32).abs() <= 2, "{p:?}");
+            assert!(
+                p[0] <= 200 && (p[0] as i32 - 2 * p[1] as i32).abs() <= 2,
+                "{p:?}"
+            );
         }
         assert_eq!(synth[0].0, smote(&images, &classes, 5, 2)[0].0);
     }

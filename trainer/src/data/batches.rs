@@ -35,7 +35,11 @@ impl Batch {
     }
 
     /// The batch as tensors on `device`: images `[n, 3, H, W]` and labels `[n]`.
-    pub fn to_tensors(&self, contract: &ModelContract, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    pub fn to_tensors(
+        &self,
+        contract: &ModelContract,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<1, Int>) {
         let shape = [
             self.len(),
             3,
@@ -106,12 +110,21 @@ mod tests {
         let contract = ModelContract::new(vec!["a".into(), "b".into()], 4);
         let set: LabeledImages = Arc::new(
             (0..5)
-                .map(|i| (RgbImage::from_pixel(4, 4, image::Rgb([i * 50, 0, 0])), (i % 2) as usize))
+                .map(|i| {
+                    (
+                        RgbImage::from_pixel(4, 4, image::Rgb([i * 50, 0, 0])),
+                        (i % 2) as usize,
+                    )
+                })
                 .collect(),
         );
-        let batches: Vec<Batch> =
-            stream(set, vec![4, 3, 2, 1, 0], 2, contract.clone(), None, 0, 0).iter().collect();
-        assert_eq!(batches.iter().map(Batch::len).collect::<Vec<_>>(), vec![2, 2, 1]);
+        let batches: Vec<Batch> = stream(set, vec![4, 3, 2, 1, 0], 2, contract.clone(), None, 0, 0)
+            .iter()
+            .collect();
+        assert_eq!(
+            batches.iter().map(Batch::len).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
         assert_eq!(batches[0].labels, vec![0, 1]);
         assert_eq!(batches[0].images.len(), 2 * contract.input_len());
         let red0 = batches[0].images[0];
@@ -124,14 +137,29 @@ mod tests {
         let contract = ModelContract::new(vec!["a".into(), "b".into()], 8);
         let set: LabeledImages = Arc::new(
             (0..4)
-                .map(|i| (RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, i])), 0))
+                .map(|i| {
+                    (
+                        RgbImage::from_fn(8, 8, |x, y| {
+                            image::Rgb([(x * 30) as u8, (y * 30) as u8, i])
+                        }),
+                        0,
+                    )
+                })
                 .collect(),
         );
         let run = |epoch| -> Vec<f32> {
-            stream(set.clone(), vec![0, 1, 2, 3], 4, contract.clone(), Some(AugmentConfig::default()), 9, epoch)
-                .iter()
-                .flat_map(|b| b.images)
-                .collect()
+            stream(
+                set.clone(),
+                vec![0, 1, 2, 3],
+                4,
+                contract.clone(),
+                Some(AugmentConfig::default()),
+                9,
+                epoch,
+            )
+            .iter()
+            .flat_map(|b| b.images)
+            .collect()
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));

@@ -133,8 +133,7 @@ pub fn scan(
     };
     if classes.is_empty() {
         return Err(unusable(
-            "no class folders: a dataset is a folder with one subfolder of images per class"
-                .into(),
+            "no class folders: a dataset is a folder with one subfolder of images per class".into(),
         ));
     }
     if classes.len() == 1 {
@@ -206,7 +205,8 @@ mod tests {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for i in 0..n {
             let img = RgbImage::from_pixel(8, 8, image::Rgb([shade, i as u8, 0]));
-            img.save(root.join(class).join(format!("{i:03}.png"))).unwrap();
+            img.save(root.join(class).join(format!("{i:03}.png")))
+                .unwrap();
         }
     }
 
@@ -263,6 +263,9 @@ mod tests {
         assert!(f.skipped.iter().any(|s| s.path.ends_with("a/readme.txt")));
         let err = scan_dir(dir.path(), true).unwrap_err().to_string();
         assert!(err.contains("--strict"), "{err}");
-        assert!(err.contains("readme.txt") || err.contains("cut.png"), "{err}");
+        assert!(
+            err.contains("readme.txt") || err.contains("cut.png"),
+            "{err}"
+        );
     }
 }

@@ -96,7 +96,8 @@ pub fn stratified_split(folder: &ImageFolder, fractions: SplitFractions, seed: u
     for (class, mut class_groups) in per_class.into_iter().enumerate() {
         // Sort by first file so the order (and the result) does not depend on hashes.
         class_groups.sort_by(|a, b| folder.samples[a[0]].file.cmp(&folder.samples[b[0]].file));
-        let mut rng = StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         class_groups.shuffle(&mut rng);
         let n: usize = class_groups.iter().map(Vec::len).sum();
         let want = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
@@ -189,15 +190,23 @@ pub fn read_manifest(path: &Path, folder: &ImageFolder) -> Result<Assignment, Da
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("file,sha256,class,split") {
-        return Err(bad("not a leukoscope manifest (header must be file,sha256,class,split)".into()));
+        return Err(bad(
+            "not a leukoscope manifest (header must be file,sha256,class,split)".into(),
+        ));
     }
     let mut rows: HashMap<String, Row> = HashMap::new();
     for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f = csv_fields(line);
         if f.len() != 4 {
-            return Err(bad(format!("line {}: expected 4 fields, got {}", n + 2, f.len())));
+            return Err(bad(format!(
+                "line {}: expected 4 fields, got {}",
+                n + 2,
+                f.len()
+            )));
         }
-        let split = f[3].parse().map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
+        let split = f[3]
+            .parse()
+            .map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
         let row = Row {
             file: f[0].clone(),
             sha256: f[1].clone(),
@@ -209,7 +218,10 @@ pub fn read_manifest(path: &Path, folder: &ImageFolder) -> Result<Assignment, Da
     let mut out = Vec::with_capacity(folder.samples.len());
     for s in &folder.samples {
         let row = rows.remove(&s.file).ok_or_else(|| {
-            bad(format!("{} is in the dataset but not in the manifest", s.file))
+            bad(format!(
+                "{} is in the dataset but not in the manifest",
+                s.file
+            ))
         })?;
         if row.sha256 != s.sha256 {
             return Err(bad(format!(
@@ -317,7 +329,10 @@ mod tests {
         changed.samples[3].file = f.samples[3].file.clone();
         changed.samples[5].sha256 = "0".repeat(64);
         let err = read_manifest(&path, &changed).unwrap_err().to_string();
-        assert!(err.contains("c0/0005.png") && err.contains("changed"), "{err}");
+        assert!(
+            err.contains("c0/0005.png") && err.contains("changed"),
+            "{err}"
+        );
 
         let mut fewer = folder(&[30, 20]);
         fewer.samples[3].file = f.samples[3].file.clone();

@@ -75,7 +75,12 @@ impl ConvBn {
     ) -> Self {
         let conv = Conv2dConfig::new(channels, [kernel, kernel])
             .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+            .with_padding(PaddingConfig2d::Explicit(
+                kernel / 2,
+                kernel / 2,
+                kernel / 2,
+                kernel / 2,
+            ))
             .with_groups(groups)
             .with_bias(false)
             .init(device);

@@ -66,6 +66,8 @@ impl ModelSpec {
 }
 
 /// A leukoscope image classifier of either family.
+// One value per model, never in a collection: the size difference between variants is harmless.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Classifier {
     /// MobileNetV2.

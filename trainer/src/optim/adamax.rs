@@ -83,7 +83,8 @@ impl Optimizer for Adamax {
         let state = match state {
             Some(s) => AdamaxState {
                 time: s.time + 1,
-                moment: s.moment.mul_scalar(self.beta_1) + grad.clone().mul_scalar(1.0 - self.beta_1),
+                moment: s.moment.mul_scalar(self.beta_1)
+                    + grad.clone().mul_scalar(1.0 - self.beta_1),
                 norm: s
                     .norm
                     .mul_scalar(self.beta_2)
@@ -96,7 +97,11 @@ impl Optimizer for Adamax {
             },
         };
         let correction = 1.0 - (self.beta_1 as f64).powi(state.time as i32);
-        let delta = state.moment.clone().div(state.norm.clone()).mul_scalar(lr / correction);
+        let delta = state
+            .moment
+            .clone()
+            .div(state.norm.clone())
+            .mul_scalar(lr / correction);
         (tensor - delta, Some(state))
     }
 
@@ -148,8 +153,17 @@ mod tests {
             l = optim.step(0.01, l, g);
         }
         let w = l.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        assert!((w[0] - 0.48).abs() < 1e-5 && (w[1] + 0.27).abs() < 1e-5, "{w:?}");
-        let b = l.bias.unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(
+            (w[0] - 0.48).abs() < 1e-5 && (w[1] + 0.27).abs() < 1e-5,
+            "{w:?}"
+        );
+        let b = l
+            .bias
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!((b[0] - 0.08).abs() < 1e-5, "{b:?}");
     }
 
@@ -167,7 +181,12 @@ mod tests {
         let expected = optim.step(0.01, l.clone(), grads(&l, &device));
         let actual = restored.step(0.01, l.clone(), grads(&l, &device));
         assert_eq!(
-            expected.weight.val().into_data().try_to_vec::<f32>().unwrap(),
+            expected
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
             actual.weight.val().into_data().try_to_vec::<f32>().unwrap()
         );
         assert!(l.num_params() == 3);

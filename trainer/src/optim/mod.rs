@@ -7,12 +7,12 @@ mod adamax;
 
 pub use adamax::AdamaxConfig;
 
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::{
     LrSchedulerConfig, constant::ConstantLr, cosine::CosineAnnealingLrSchedulerConfig,
     linear::LinearLrSchedulerConfig, sequential::SequentialLrSchedulerConfig,
 };
-use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
 /// Which optimizer a run uses.
@@ -42,19 +42,27 @@ pub enum Schedule {
 
 /// Builds the optimizer.
 pub fn build_optimizer(kind: OptimizerKind, weight_decay: f32) -> ModuleOptimizer {
-    let decay = (weight_decay > 0.0)
-        .then(|| burn::optim::decay::WeightDecayConfig::new(weight_decay));
+    let decay =
+        (weight_decay > 0.0).then(|| burn::optim::decay::WeightDecayConfig::new(weight_decay));
     match kind {
         OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
         OptimizerKind::Adamax => AdamaxConfig::new().with_weight_decay(weight_decay).init(),
         OptimizerKind::Adamw => AdamWConfig::new()
-            .with_weight_decay(if weight_decay > 0.0 { weight_decay } else { 1e-2 })
+            .with_weight_decay(if weight_decay > 0.0 {
+                weight_decay
+            } else {
+                1e-2
+            })
             .init(),
     }
 }
 
 /// Builds the learning-rate schedule for `total_steps` optimizer steps.
-pub fn build_schedule(schedule: Schedule, lr: f64, total_steps: usize) -> Result<ModuleLrScheduler, String> {
+pub fn build_schedule(
+    schedule: Schedule,
+    lr: f64,
+    total_steps: usize,
+) -> Result<ModuleLrScheduler, String> {
     let total = total_steps.max(2);
     match schedule {
         Schedule::Constant => Ok(ModuleLrScheduler::new(ConstantLr::from(lr))),

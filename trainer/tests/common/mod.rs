@@ -51,7 +51,11 @@ pub fn synthetic_dataset(root: &Path, classes: usize, n: usize, size: u32, seed:
                 } else {
                     (dx * dx + dy * dy).sqrt() < r
                 };
-                let base = if inside { colour } else { [235.0, 215.0, 215.0] };
+                let base = if inside {
+                    colour
+                } else {
+                    [235.0, 215.0, 215.0]
+                };
                 let noise: f32 = rng.random_range(-18.0..18.0);
                 Rgb(base.map(|c| (c + noise).clamp(0.0, 255.0) as u8))
             });

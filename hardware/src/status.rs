@@ -1,0 +1,165 @@
+//! The device state that the panel shows, and the small vocabularies shared with the serial line.
+
+/// What the device is doing, as far as the panel is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Booting and running self-tests; the LEDs do a lamp test.
+    Starting,
+    /// Ready for a slide (or showing the result of the last one).
+    Idle,
+    /// Screening a slide: frames are being taken and classified.
+    Screening,
+    /// Something is broken and screening cannot continue.
+    Fault(Fault),
+}
+
+impl Phase {
+    /// The `state` value of a `STATUS` line: `starting`, `idle`, `screening` or `fault`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Idle => "idle",
+            Phase::Screening => "screening",
+            Phase::Fault(_) => "fault",
+        }
+    }
+}
+
+/// A fault the device reports with a blinking pattern and an `ERROR` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The camera stopped delivering frames.
+    CameraLost,
+    /// The disk where frames and reports go is full.
+    DiskFull,
+    /// The model failed its contract check (wrong hash, shape or classes) and was refused.
+    ModelRefused,
+    /// Anything else.
+    Internal,
+}
+
+impl Fault {
+    /// The `code` value of an `ERROR` line: `camera_lost`, `disk_full`, `model_refused`, `internal`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Fault::CameraLost => "camera_lost",
+            Fault::DiskFull => "disk_full",
+            Fault::ModelRefused => "model_refused",
+            Fault::Internal => "internal",
+        }
+    }
+
+    /// A short human description, at most 16 characters (fits one display line).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::CameraLost => "camera lost",
+            Fault::DiskFull => "disk full",
+            Fault::ModelRefused => "model refused",
+            Fault::Internal => "internal error",
+        }
+    }
+}
+
+/// The screening verdict for a slide (so far, or final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No blasts seen: green.
+    NoBlasts,
+    /// Not enough good frames or too many uncertain ones to say: amber.
+    Uncertain,
+    /// Blasts seen: red, refer the slide to a haematologist.
+    Refer,
+}
+
+impl Verdict {
+    /// The `verdict` value of a `SLIDE` line: `no_blasts`, `uncertain` or `refer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::NoBlasts => "no_blasts",
+            Verdict::Uncertain => "uncertain",
+            Verdict::Refer => "refer",
+        }
+    }
+
+    /// The word shown on the display (at most 6 characters).
+    pub fn short(self) -> &'static str {
+        match self {
+            Verdict::NoBlasts => "NEG",
+            Verdict::Uncertain => "UNSURE",
+            Verdict::Refer => "REFER",
+        }
+    }
+}
+
+/// Why a frame was not used and the technician should retake it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetakeReason {
+    /// Out of focus.
+    Focus,
+    /// Too dark or too bright.
+    Exposure,
+    /// No cell in the field.
+    Empty,
+}
+
+impl RetakeReason {
+    /// The `reason` value of a `RETAKE` line: `focus`, `exposure` or `empty`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetakeReason::Focus => "focus",
+            RetakeReason::Exposure => "exposure",
+            RetakeReason::Empty => "empty",
+        }
+    }
+}
+
+/// What happened to the most recent frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LastFrame {
+    /// The frame was classified.
+    Classified {
+        /// Class label, e.g. `lymphocyte`.
+        label: String,
+        /// Softmax confidence of that label, 0..=1.
+        confidence: f32,
+    },
+    /// The frame was rejected by the quality gate.
+    Retake(RetakeReason),
+}
+
+/// Everything the panel (LEDs and display) shows. The device program owns one and updates it;
+/// [`crate::Panel::show`] turns it into LED patterns and two display lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStatus {
+    /// What the device is doing.
+    pub phase: Phase,
+    /// Current (or last) slide id.
+    pub slide: Option<String>,
+    /// Frames taken on this slide.
+    pub frames: u32,
+    /// The verdict so far on this slide.
+    pub verdict: Option<Verdict>,
+    /// The most recent frame.
+    pub last: Option<LastFrame>,
+}
+
+impl DeviceStatus {
+    /// The status at power-on.
+    pub fn starting() -> Self {
+        DeviceStatus {
+            phase: Phase::Starting,
+            slide: None,
+            frames: 0,
+            verdict: None,
+            last: None,
+        }
+    }
+
+    /// Idle with no slide.
+    pub fn idle() -> Self {
+        DeviceStatus {
+            phase: Phase::Idle,
+            ..Self::starting()
+        }
+    }
+}

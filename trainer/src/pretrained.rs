@@ -71,31 +71,25 @@ pub fn load_torchvision_backbone(model: Classifier, path: &Path) -> Result<(Clas
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let map = torchvision_key_map();
+    // Both stores have the same builder methods, but no common trait for them.
+    macro_rules! load_with {
+        ($store:expr) => {{
+            let mut store = $store
+                .allow_partial(true)
+                .validate(false)
+                .map_indices_contiguous(false);
+            for (from, to) in torchvision_key_map() {
+                store = store.with_key_remapping(format!("^{}", regex_escape(&from)), to);
+            }
+            net.load_from(&mut store)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }};
+    }
     let result = match ext.as_str() {
         "safetensors" => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .allow_partial(true)
-                .validate(false)
-                .map_indices_contiguous(false);
-            for (from, to) in &map {
-                store = store.with_key_remapping(format!("^{}", regex_escape(from)), to.clone());
-            }
-            net.load_from(&mut store)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            load_with!(SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter))
         }
-        "pth" | "pt" | "bin" => {
-            let mut store = PytorchStore::from_file(path)
-                .allow_partial(true)
-                .validate(false)
-                .map_indices_contiguous(false);
-            for (from, to) in &map {
-                store = store.with_key_remapping(format!("^{}", regex_escape(from)), to.clone());
-            }
-            net.load_from(&mut store)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        }
+        "pth" | "pt" | "bin" => load_with!(PytorchStore::from_file(path)),
         _ => bail!(
             "{}: pretrained weights must be .pth, .pt or .safetensors",
             path.display()

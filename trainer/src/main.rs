@@ -49,9 +49,9 @@ enum Family {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Architecture.
+    /// Architecture (required, except with `fit --resume`).
     #[arg(long, value_enum)]
-    model: Family,
+    model: Option<Family>,
     /// MobileNetV2 width multiplier (0.35–1.4).
     #[arg(long, default_value_t = 1.0)]
     width: f32,
@@ -65,7 +65,10 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn spec(&self) -> Result<ModelSpec> {
-        Ok(match self.model {
+        let Some(family) = self.model else {
+            anyhow::bail!("--model mobilenetv2|cnn is required");
+        };
+        Ok(match family {
             Family::Mobilenetv2 => {
                 if !(0.35..=1.4).contains(&self.width) {
                     anyhow::bail!("--width must be between 0.35 and 1.4, got {}", self.width);
@@ -85,25 +88,25 @@ impl ModelArgs {
 
 #[derive(Args)]
 struct FitArgs {
-    /// Dataset folder: one subfolder of images per class.
-    #[arg(long)]
-    data: PathBuf,
+    /// Dataset folder: one subfolder of images per class (required, except with --resume).
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// Run folder to create (or to continue with --resume).
     #[arg(long)]
     out: PathBuf,
-    /// Continue the interrupted run in --out from its last checkpoint (settings come from its
-    /// run.json; only a larger --epochs is taken).
+    /// Continue the interrupted run in --out from its last checkpoint. Its settings come from
+    /// its run.json; only a larger --epochs is taken from the command line.
     #[arg(long)]
     resume: bool,
     /// Square input size in pixels (images are centre-cropped and resized to it). The CNN needs
     /// a multiple of 8.
     #[arg(long, default_value_t = 224)]
     size: u32,
-    /// Maximum number of epochs.
-    #[arg(long, default_value_t = 30)]
-    epochs: usize,
+    /// Maximum number of epochs [default: 30].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Images per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -283,28 +286,41 @@ fn run(cli: Cli) -> Result<()> {
     set_threads(cli.threads);
     match cli.command {
         Command::Fit(a) => {
-            let config = RunConfig {
-                data: a.data,
-                model: a.model.spec()?,
-                size: a.size,
-                epochs: a.epochs,
-                batch: a.batch.max(1),
-                lr: a.lr,
-                optimizer: a.optimizer,
-                schedule: a.schedule,
-                weight_decay: a.weight_decay,
-                patience: a.patience,
-                seed: a.seed,
-                fractions: SplitFractions {
-                    val: a.val_fraction,
-                    test: a.test_fraction,
-                },
-                sampling: a.sampling,
-                class_weights: !a.no_class_weights,
-                augment: a.augment.config(),
-                strict: a.strict,
-                pretrained: a.pretrained,
-                backend: a.backend,
+            let config = if a.resume {
+                let run = RunDir(a.out.clone());
+                if !run.run_file().exists() {
+                    anyhow::bail!(
+                        "--resume: {} holds no run (no run.json); start one without --resume",
+                        a.out.display()
+                    );
+                }
+                let mut stored = run.load_run()?.config;
+                stored.epochs = stored.epochs.max(a.epochs.unwrap_or(0));
+                stored
+            } else {
+                RunConfig {
+                    data: a.data.expect("clap requires --data without --resume"),
+                    model: a.model.spec()?,
+                    size: a.size,
+                    epochs: a.epochs.unwrap_or(30),
+                    batch: a.batch.max(1),
+                    lr: a.lr,
+                    optimizer: a.optimizer,
+                    schedule: a.schedule,
+                    weight_decay: a.weight_decay,
+                    patience: a.patience,
+                    seed: a.seed,
+                    fractions: SplitFractions {
+                        val: a.val_fraction,
+                        test: a.test_fraction,
+                    },
+                    sampling: a.sampling,
+                    class_weights: !a.no_class_weights,
+                    augment: a.augment.config(),
+                    strict: a.strict,
+                    pretrained: a.pretrained,
+                    backend: a.backend,
+                }
             };
             if matches!(config.model, ModelSpec::Cnn { .. }) && !config.size.is_multiple_of(8) {
                 anyhow::bail!(

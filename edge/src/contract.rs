@@ -69,6 +69,20 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// ONNX `metadata_props` keys that carry the contract (a contract other tools read: never rename).
+pub mod metadata_keys {
+    /// JSON list of labels in model output order.
+    pub const LABELS: &str = "leukoscope.labels";
+    /// Input size as `"HxW"`.
+    pub const INPUT_SIZE: &str = "leukoscope.input_size";
+    /// JSON list of 3 floats: per-channel mean of RGB scaled to 0..1.
+    pub const MEAN: &str = "leukoscope.mean";
+    /// JSON list of 3 floats: per-channel standard deviation.
+    pub const STD: &str = "leukoscope.std";
+    /// Resize method (`bilinear`, `nearest`, `lanczos3`).
+    pub const RESIZE: &str = "leukoscope.resize";
+}
+
 /// A contract that cannot be used.
 #[derive(Debug, Error)]
 pub enum ContractError {
@@ -117,6 +131,56 @@ impl ModelContract {
     /// Index of a label in model output order.
     pub fn label_index(&self, label: &str) -> Option<usize> {
         self.labels.iter().position(|l| l == label)
+    }
+
+    /// The contract as ONNX metadata entries (keys in [`metadata_keys`]).
+    pub fn to_metadata(&self) -> Vec<(String, String)> {
+        let json = |v: &[f32]| serde_json::to_string(v).expect("floats serialize");
+        vec![
+            (
+                metadata_keys::LABELS.into(),
+                serde_json::to_string(&self.labels).expect("strings serialize"),
+            ),
+            (metadata_keys::INPUT_SIZE.into(), self.input_size_string()),
+            (metadata_keys::MEAN.into(), json(&self.mean)),
+            (metadata_keys::STD.into(), json(&self.std)),
+            (metadata_keys::RESIZE.into(), self.resize.as_str().into()),
+        ]
+    }
+
+    /// Reads a contract back from ONNX metadata entries; names the missing or malformed key.
+    pub fn from_metadata<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ContractError> {
+        let map: std::collections::HashMap<&str, &str> = entries.into_iter().collect();
+        let get = |key: &str| {
+            map.get(key)
+                .copied()
+                .ok_or_else(|| ContractError::Invalid(format!("metadata key '{key}' is missing")))
+        };
+        let bad = |key: &str, e: &dyn std::fmt::Display| {
+            ContractError::Invalid(format!("metadata key '{key}' is malformed: {e}"))
+        };
+        let labels: Vec<String> = serde_json::from_str(get(metadata_keys::LABELS)?)
+            .map_err(|e| bad(metadata_keys::LABELS, &e))?;
+        let (input_height, input_width) = Self::parse_input_size(get(metadata_keys::INPUT_SIZE)?)?;
+        let triple = |key: &str| -> Result<[f32; 3], ContractError> {
+            serde_json::from_str(get(key)?).map_err(|e| bad(key, &e))
+        };
+        let resize = match map.get(metadata_keys::RESIZE) {
+            Some(r) => r.parse()?,
+            None => ResizeMethod::Bilinear,
+        };
+        let contract = ModelContract {
+            labels,
+            input_height,
+            input_width,
+            mean: triple(metadata_keys::MEAN)?,
+            std: triple(metadata_keys::STD)?,
+            resize,
+        };
+        contract.validate()?;
+        Ok(contract)
     }
 
     /// Checks that every field is usable: at least two distinct labels, a non-zero input size,
@@ -198,6 +262,41 @@ mod tests {
         let mut zero_size = good;
         zero_size.input_width = 0;
         assert!(zero_size.validate().is_err());
+    }
+
+    #[test]
+    fn contract_round_trips_through_onnx_metadata() {
+        let mut c = ModelContract::new(labels(), 128);
+        c.input_width = 96;
+        c.resize = ResizeMethod::Lanczos3;
+        let entries = c.to_metadata();
+        let back =
+            ModelContract::from_metadata(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap();
+        assert_eq!(back, c);
+        let without_labels = entries.iter().filter(|(k, _)| k != metadata_keys::LABELS);
+        let err =
+            ModelContract::from_metadata(without_labels.map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("leukoscope.labels") && err.contains("missing"),
+            "{err}"
+        );
+        let broken = entries.iter().map(|(k, v)| {
+            if k == metadata_keys::MEAN {
+                (k.as_str(), "[0.5, oops]")
+            } else {
+                (k.as_str(), v.as_str())
+            }
+        });
+        let err = ModelContract::from_metadata(broken)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("leukoscope.mean") && err.contains("malformed"),
+            "{err}"
+        );
     }
 
     #[test]

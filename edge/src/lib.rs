@@ -6,7 +6,11 @@
 //! normalization. The metrics and the evaluation report live here too, so `trainer evaluate` and
 //! `edge evaluate` produce the same numbers from the same code.
 
+pub mod bench;
+pub mod classify;
 pub mod contract;
+pub mod evaluate;
 pub mod metrics;
+pub mod model;
 pub mod preprocess;
 pub mod report;

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod evaluate;
+pub mod export;
 pub mod model;
 pub mod optim;
 pub mod pretrained;

@@ -37,6 +37,18 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Measure training throughput (images/s) on random data.
     Bench(BenchArgs),
+    /// Write a run's best model as a standard ONNX file carrying its contract in its metadata.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Run folder written by `trainer fit`.
+    #[arg(long)]
+    run: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -339,6 +351,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
+        Command::Export(a) => trainer::export::export_run(&RunDir(a.run), &a.out),
         Command::Evaluate(a) => {
             trainer::evaluate::evaluate_run(&RunDir(a.run), a.data.as_deref(), a.backend)?;
             Ok(())

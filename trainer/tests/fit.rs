@@ -52,6 +52,31 @@ fn a_tiny_cnn_learns_visibly_different_classes() {
         12
     );
 
+    // The exported file carries the contract and the run's facts, and edge runs it.
+    let onnx = dir.path().join("export/model.onnx");
+    let out = trainer(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let model = edge::model::OnnxClassifier::load(&onnx, &Default::default()).unwrap();
+    assert_eq!(model.contract().labels, vec!["class0", "class1", "class2"]);
+    assert_eq!(model.contract().input_size_string(), "32x32");
+    let meta: std::collections::HashMap<_, _> = model.metadata().iter().cloned().collect();
+    assert_eq!(meta["leukoscope.model_family"], "cnn");
+    assert!(meta["leukoscope.run_id"].starts_with("run-"));
+    let reported: f64 = meta["leukoscope.test_accuracy"].parse().unwrap();
+    assert!((reported - accuracy).abs() < 1e-6);
+    let img = image::open(data.join("class1/000.png"))
+        .unwrap()
+        .into_rgb8();
+    let input = edge::preprocess::image_to_input(&img, model.contract()).unwrap();
+    let p = model.probabilities(&input).unwrap();
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+
     // Evaluating another labeled folder with the model's labels works; unknown labels do not.
     let other = dir.path().join("other");
     synthetic_dataset(&other, 3, 6, 48, 2);

@@ -108,7 +108,7 @@ pub struct InvertedResidual {
     pub(crate) expand: Option<ConvBn>,
     pub(crate) depthwise: ConvBn,
     pub(crate) project: ConvBn,
-    residual: bool,
+    pub(crate) residual: bool,
 }
 
 impl InvertedResidual {

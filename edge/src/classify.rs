@@ -1,0 +1,198 @@
+//! `edge classify`: per-image predictions for files and folders, as a table, JSON lines or CSV.
+//!
+//! JSON lines (`--format jsonl`), one object per image — a contract other tools script against:
+//! `{"path": str, "label": str|null, "confidence": float|null, "probabilities": {label: float}|null,
+//! "error": str|null}`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::model::OnnxClassifier;
+use crate::preprocess::{Preprocessor, decode_image};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// One image's result.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// The image file.
+    pub path: String,
+    /// Most probable label.
+    pub label: Option<String>,
+    /// Its probability.
+    pub confidence: Option<f32>,
+    /// Every label's probability, in model output order.
+    pub probabilities: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Why the image could not be classified.
+    pub error: Option<String>,
+}
+
+const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
+
+/// Expands the command-line paths: files as given, folders recursively (image files only,
+/// sorted). A path that does not exist is kept, so it is reported as an error row.
+pub fn expand_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = walk(p);
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path
+            .extension()
+            .map(|x| x.to_string_lossy().to_ascii_lowercase())
+            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str()))
+        {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Classifies one image file.
+pub fn classify_file(
+    model: &OnnxClassifier,
+    pre: &mut Preprocessor,
+    input: &mut [f32],
+    path: &Path,
+) -> Row {
+    let result = decode_image(path)
+        .map_err(|e| e.to_string())
+        .and_then(|img| pre.run_into(&img, input).map_err(|e| e.to_string()))
+        .and_then(|()| model.probabilities(input).map_err(|e| e.to_string()));
+    let path_text = path.display().to_string();
+    match result {
+        Ok(p) => {
+            let best = crate::metrics::argmax(&p);
+            let labels = &model.contract().labels;
+            Row {
+                path: path_text,
+                label: Some(labels[best].clone()),
+                confidence: Some(p[best]),
+                probabilities: Some(
+                    labels
+                        .iter()
+                        .zip(&p)
+                        .map(|(l, v)| (l.clone(), serde_json::json!(v)))
+                        .collect(),
+                ),
+                error: None,
+            }
+        }
+        Err(e) => Row {
+            path: path_text,
+            label: None,
+            confidence: None,
+            probabilities: None,
+            error: Some(e),
+        },
+    }
+}
+
+/// Writes the header (table and CSV formats).
+pub fn write_header(out: &mut dyn Write, format: Format, labels: &[String]) -> std::io::Result<()> {
+    match format {
+        Format::Jsonl => Ok(()),
+        Format::Csv => writeln!(
+            out,
+            "path,label,confidence,{},error",
+            labels.iter().map(|l| csv(l)).collect::<Vec<_>>().join(",")
+        ),
+        Format::Table => {
+            let probs: String = labels.iter().map(|l| format!(" {l:>8.8}")).collect();
+            writeln!(
+                out,
+                "{:<40} {:<10} {:>10}{probs}",
+                "path", "label", "confidence"
+            )
+        }
+    }
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes one row.
+pub fn write_row(
+    out: &mut dyn Write,
+    format: Format,
+    labels: &[String],
+    row: &Row,
+) -> std::io::Result<()> {
+    let prob = |l: &String| {
+        row.probabilities
+            .as_ref()
+            .and_then(|p| p.get(l))
+            .and_then(serde_json::Value::as_f64)
+    };
+    match format {
+        Format::Jsonl => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(row).expect("rows serialize")
+        ),
+        Format::Csv => {
+            let probs: Vec<String> = labels
+                .iter()
+                .map(|l| prob(l).map_or(String::new(), |p| format!("{p:.6}")))
+                .collect();
+            writeln!(
+                out,
+                "{},{},{},{},{}",
+                csv(&row.path),
+                row.label.as_deref().map_or(String::new(), csv),
+                row.confidence.map_or(String::new(), |c| format!("{c:.6}")),
+                probs.join(","),
+                row.error.as_deref().map_or(String::new(), csv)
+            )
+        }
+        Format::Table => match &row.error {
+            Some(e) => writeln!(out, "{:<40} ERROR      {e}", row.path),
+            None => {
+                let probs: String = labels
+                    .iter()
+                    .map(|l| format!(" {:>8.4}", prob(l).unwrap_or(f64::NAN)))
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<40} {:<10} {:>10.4}{probs}",
+                    row.path,
+                    row.label.as_deref().unwrap_or(""),
+                    row.confidence.unwrap_or(f32::NAN)
+                )
+            }
+        },
+    }
+}

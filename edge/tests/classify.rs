@@ -1,0 +1,323 @@
+//! `edge classify` end to end with a tiny hand-made ONNX model: red pictures are "red", blue
+//! pictures are "blue".
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use prost::Message;
+use tract_onnx::pb;
+
+fn edge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// image → GlobalAveragePool → Flatten → Gemm(3 → 2) → Softmax = probabilities.
+fn write_model(path: &Path, with_contract: bool) {
+    let axis = pb::AttributeProto {
+        name: "axis".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "tiny".into(),
+        node: vec![
+            node("GlobalAveragePool", &["image"], "pooled", vec![]),
+            node("Flatten", &["pooled"], "flat", vec![axis.clone()]),
+            node("Gemm", &["flat", "w", "b"], "logits", vec![]),
+            node("Softmax", &["logits"], "probabilities", vec![axis]),
+        ],
+        initializer: vec![
+            tensor("w", &[3, 2], &[2.0, -2.0, 0.0, 0.0, -2.0, 2.0]),
+            tensor("b", &[2], &[0.0, 0.0]),
+        ],
+        input: vec![pb::ValueInfoProto {
+            name: "image".into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        output: vec![pb::ValueInfoProto {
+            name: "probabilities".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut metadata = vec![];
+    if with_contract {
+        let mut c = edge::contract::ModelContract::new(vec!["red".into(), "blue".into()], 8);
+        c.mean = [0.5; 3];
+        c.std = [0.5; 3];
+        metadata = c
+            .to_metadata()
+            .into_iter()
+            .map(|(key, value)| pb::StringStringEntryProto { key, value })
+            .collect();
+    }
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        metadata_props: metadata,
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+fn images(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    image::RgbImage::from_pixel(20, 16, image::Rgb([230, 20, 20]))
+        .save(dir.join("red.png"))
+        .unwrap();
+    image::RgbImage::from_pixel(12, 12, image::Rgb([20, 20, 230]))
+        .save(dir.join("sub/blue.jpg"))
+        .unwrap();
+    std::fs::write(dir.join("sub/broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image, not listed").unwrap();
+}
+
+#[test]
+fn folders_are_classified_and_bad_images_reported_without_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.onnx");
+    write_model(&model, true);
+    images(&dir.path().join("imgs"));
+    let out = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        dir.path().join("imgs").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+    };
+    assert_eq!(by_name("red.png")["label"], "red");
+    assert!(by_name("red.png")["confidence"].as_f64().unwrap() > 0.9);
+    assert_eq!(by_name("blue.jpg")["label"], "blue");
+    let p = by_name("blue.jpg")["probabilities"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!((p["red"].as_f64().unwrap() + p["blue"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    assert!(by_name("blue.jpg")["error"].is_null());
+    let broken = by_name("broken.jpg");
+    assert!(broken["label"].is_null());
+    assert!(broken["error"].as_str().unwrap().contains("broken.jpg"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.jpg"));
+
+    let csv = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "csv",
+        dir.path().join("imgs/red.png").to_str().unwrap(),
+    ]);
+    assert!(csv.status.success());
+    let text = String::from_utf8_lossy(&csv.stdout);
+    assert!(
+        text.starts_with("path,label,confidence,red,blue,error\n"),
+        "{text}"
+    );
+    assert!(text.lines().nth(1).unwrap().contains(",red,"), "{text}");
+}
+
+#[test]
+fn unusable_models_get_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    images(&dir.path().join("imgs"));
+    let img = dir.path().join("imgs/red.png");
+    let run = |model: &Path, extra: &[&str]| {
+        let mut a = vec!["classify", "--model", model.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.push(img.to_str().unwrap());
+        edge(&a)
+    };
+
+    let not_onnx = dir.path().join("model.onnx");
+    std::fs::write(&not_onnx, b"GIF89a this is a picture, not a model").unwrap();
+    let out = run(&not_onnx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.onnx") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.onnx");
+    write_model(&good, true);
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run(&cut, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut.onnx"));
+
+    let bare = dir.path().join("bare.onnx");
+    write_model(&bare, false);
+    let out = run(&bare, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("leukoscope.labels") && err.contains("--labels"),
+        "{err}"
+    );
+    // A foreign model runs once its contract is given on the command line.
+    let out = run(
+        &bare,
+        &[
+            "--labels",
+            "red,blue",
+            "--size",
+            "8",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.5,0.5,0.5",
+            "--format",
+            "jsonl",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"label\":\"red\""));
+}
+
+#[test]
+fn evaluate_writes_the_report_and_refuses_unknown_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.onnx");
+    write_model(&model, true);
+    let data = dir.path().join("clinic");
+    for (class, colour) in [("red", [220, 30, 30]), ("blue", [30, 30, 220])] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..3u8 {
+            let c = image::Rgb([colour[0] - i * 5, colour[1], colour[2]]);
+            image::RgbImage::from_pixel(10, 10, c)
+                .save(data.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let out_dir = dir.path().join("report");
+    let out = edge(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = edge::report::read_report(&out_dir.join("report.json")).unwrap();
+    assert_eq!(doc.metrics.samples, 6);
+    assert!((doc.metrics.accuracy - 1.0).abs() < 1e-12);
+    assert!(out_dir.join("confusion_matrix.png").exists());
+
+    std::fs::create_dir_all(data.join("green")).unwrap();
+    let out = edge(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("green") && err.contains("\"red\""), "{err}");
+}
+
+#[test]
+fn bench_prints_the_stage_latencies_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.onnx");
+    write_model(&model, true);
+    let out = edge(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "decode_ms_p50",
+        "preprocess_ms_p50",
+        "inference_ms_p50",
+        "inference_ms_p95",
+        "fps",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert_eq!(v["threads"], 1);
+}

@@ -1,0 +1,231 @@
+//! `trainer export`: a trained model as a standard ONNX file that carries its own contract.
+//!
+//! leukoscope writes the ONNX graph itself rather than tracing it with burn-onnx's experimental
+//! exporter: both architectures are ours and small, and writing them directly gives what the
+//! tracer lacks or leaves to a later pass — BatchNorm folded into the preceding convolution,
+//! ReLU6 as one `Clip(0, 6)`, a symbolic batch dimension, and our metadata. The graph is plain
+//! opset-13 ONNX (Conv, Clip, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm, Softmax).
+//!
+//! Input `image`: `f32 [batch, 3, H, W]` preprocessed by `edge::preprocess`. Outputs `logits`
+//! and `probabilities` (softmax), both `[batch, classes]`.
+
+mod graph;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::tensor::Tensor;
+use edge::contract::ModelContract;
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::model::Classifier;
+use crate::model::mobilenetv2::ConvBn;
+use graph::{GraphBuilder, value_info};
+
+pub use graph::OPSET;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 parameters")
+}
+
+/// Symmetric padding of a convolution (all our convolutions use it).
+fn symmetric_pad(conv: &Conv2d) -> Result<usize> {
+    match conv.padding {
+        PaddingConfig2d::Valid => Ok(0),
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => Ok(a),
+        ref other => bail!("cannot export convolution padding {other:?}"),
+    }
+}
+
+/// A convolution's weight and bias with a following BatchNorm folded in:
+/// `w' = w · γ/√(σ²+ε)`, `b' = (b − μ) · γ/√(σ²+ε) + β`, per output channel.
+fn fold_batch_norm(conv: &Conv2d, bn: Option<&BatchNorm>) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+    let dims = conv.weight.val().dims().to_vec();
+    let mut w = values(conv.weight.val());
+    let out = dims[0];
+    let mut b = conv
+        .bias
+        .as_ref()
+        .map_or_else(|| vec![0.0; out], |b| values(b.val()));
+    if let Some(bn) = bn {
+        let (gamma, beta) = (values(bn.gamma.val()), values(bn.beta.val()));
+        let (mean, var) = (
+            values(bn.running_mean.value()),
+            values(bn.running_var.value()),
+        );
+        let per_out = w.len() / out;
+        for c in 0..out {
+            let scale = gamma[c] / (var[c] + bn.epsilon as f32).sqrt();
+            w[c * per_out..(c + 1) * per_out]
+                .iter_mut()
+                .for_each(|v| *v *= scale);
+            b[c] = (b[c] - mean[c]) * scale + beta[c];
+        }
+    }
+    (dims, w, b)
+}
+
+fn conv_bn(g: &mut GraphBuilder, x: &str, cb: &ConvBn, relu6: bool) -> Result<String> {
+    let (dims, w, b) = fold_batch_norm(&cb.conv, Some(&cb.bn));
+    let y = g.conv(
+        x,
+        (&dims, w),
+        b,
+        cb.conv.stride[0],
+        symmetric_pad(&cb.conv)?,
+        cb.conv.groups,
+    );
+    Ok(if relu6 { g.clip(&y, 0.0, 6.0) } else { y })
+}
+
+fn linear(g: &mut GraphBuilder, x: &str, l: &Linear, output: Option<&str>) -> String {
+    let [d_in, d_out] = l.weight.val().dims();
+    let bias = l
+        .bias
+        .as_ref()
+        .map_or_else(|| vec![0.0; d_out], |b| values(b.val()));
+    g.linear(x, (d_in, d_out, values(l.weight.val())), bias, output)
+}
+
+/// The model (in inference mode: BatchNorm running statistics, no dropout) as an ONNX model
+/// with the contract and `metadata` in its `metadata_props`.
+pub fn to_onnx(
+    model: &Classifier,
+    contract: &ModelContract,
+    metadata: Vec<(String, String)>,
+) -> Result<pb::ModelProto> {
+    contract.validate()?;
+    let mut g = GraphBuilder::new();
+    let head_input = match model {
+        Classifier::MobileNetV2(net) => {
+            let mut x = conv_bn(&mut g, "image", &net.stem, true)?;
+            for block in &net.blocks {
+                let input = x.clone();
+                let mut y = match &block.expand {
+                    Some(expand) => conv_bn(&mut g, &x, expand, true)?,
+                    None => x.clone(),
+                };
+                y = conv_bn(&mut g, &y, &block.depthwise, true)?;
+                y = conv_bn(&mut g, &y, &block.project, false)?;
+                x = if block.residual {
+                    g.node("Add", &[&y, &input], vec![], None)
+                } else {
+                    y
+                };
+            }
+            let x = conv_bn(&mut g, &x, &net.last, true)?;
+            let x = g.node("GlobalAveragePool", &[&x], vec![], None);
+            let x = g.flatten(&x);
+            let x = linear(&mut g, &x, &net.hidden, None);
+            let x = g.node("Relu", &[&x], vec![], None);
+            (x, &net.output)
+        }
+        Classifier::Cnn(net) => {
+            let mut x = "image".to_string();
+            for conv in &net.convs {
+                let (dims, w, b) = fold_batch_norm(conv, None);
+                x = g.conv(
+                    &x,
+                    (&dims, w),
+                    b,
+                    conv.stride[0],
+                    symmetric_pad(conv)?,
+                    conv.groups,
+                );
+                x = g.node("Relu", &[&x], vec![], None);
+                x = g.max_pool(&x, 2);
+            }
+            let x = g.flatten(&x);
+            let x = linear(&mut g, &x, &net.hidden, None);
+            let x = g.node("Relu", &[&x], vec![], None);
+            (x, &net.output)
+        }
+    };
+    let (x, output_layer) = head_input;
+    let logits = linear(&mut g, &x, output_layer, Some("logits"));
+    g.softmax(&logits, "probabilities");
+    let classes = Some(contract.num_classes() as i64);
+    let input = value_info(
+        "image",
+        &[
+            None,
+            Some(3),
+            Some(contract.input_height as i64),
+            Some(contract.input_width as i64),
+        ],
+    );
+    let outputs = vec![
+        value_info("probabilities", &[None, classes]),
+        value_info("logits", &[None, classes]),
+    ];
+    let mut entries = contract.to_metadata();
+    entries.extend(metadata);
+    Ok(g.finish(input, outputs, entries, env!("CARGO_PKG_VERSION")))
+}
+
+/// Writes an ONNX model to `path`.
+pub fn save(model: &pb::ModelProto, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, model.encode_to_vec())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `trainer export`: the run's best model, with its contract and the run's facts in the
+/// metadata (`leukoscope.model_family`, `.width`, `.run_id`, `.manifest_sha256`,
+/// `.test_accuracy`, `.test_macro_f1`, `.created`, `.version`).
+pub fn export_run(run: &crate::run::RunDir, out: &Path) -> Result<()> {
+    let device = burn::tensor::Device::flex();
+    let (model, contract) = crate::evaluate::load_best_model(run, &device)?;
+    let file = run.load_run()?;
+    let mut metadata = vec![
+        ("leukoscope.run_id".to_string(), file.info.id.clone()),
+        (
+            "leukoscope.manifest_sha256".to_string(),
+            file.info.manifest_sha256.clone(),
+        ),
+        (
+            "leukoscope.created".to_string(),
+            chrono::Utc::now().to_rfc3339(),
+        ),
+        (
+            "leukoscope.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ];
+    match &file.config.model {
+        crate::model::ModelSpec::Mobilenetv2 { width, .. } => {
+            metadata.push(("leukoscope.model_family".into(), "mobilenetv2".into()));
+            metadata.push(("leukoscope.width".into(), width.to_string()));
+        }
+        crate::model::ModelSpec::Cnn { .. } => {
+            metadata.push(("leukoscope.model_family".into(), "cnn".into()));
+        }
+    }
+    let report = run.report().join("report.json");
+    if report.exists() {
+        let doc = edge::report::read_report(&report)?;
+        metadata.push((
+            "leukoscope.test_accuracy".into(),
+            format!("{:.6}", doc.metrics.accuracy),
+        ));
+        metadata.push((
+            "leukoscope.test_macro_f1".into(),
+            format!("{:.6}", doc.metrics.macro_avg.f1),
+        ));
+    }
+    let onnx = to_onnx(&model, &contract, metadata)?;
+    save(&onnx, out)?;
+    println!(
+        "wrote {} ({} bytes, opset {OPSET}, labels {:?}, input {})",
+        out.display(),
+        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+        contract.labels,
+        contract.input_size_string()
+    );
+    Ok(())
+}

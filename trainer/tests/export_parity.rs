@@ -1,0 +1,133 @@
+//! burn (inference mode) and tract on the exported ONNX file give the same answers.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use edge::contract::ModelContract;
+use image::RgbImage;
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tract_onnx::prelude::*;
+use trainer::export::to_onnx;
+use trainer::model::{Classifier, ModelSpec};
+
+const SIZE: usize = 48;
+
+/// A model whose BatchNorm statistics and weights moved away from their initial values (a few
+/// training steps), returned in inference mode.
+fn trained(spec: &ModelSpec, classes: usize) -> Classifier {
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let mut model = spec.init(classes, SIZE, &device);
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for step in 0..3 {
+        let x = Tensor::<4>::random([8, 3, SIZE, SIZE], Distribution::Normal(0.5, 2.0), &device);
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new((0..8).map(|i| ((i + step) % classes) as i64).collect(), [8]),
+            &device,
+        );
+        let grads =
+            GradientsParams::from_grads(loss_fn.forward(model.forward(x), y).backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    model.valid()
+}
+
+/// 16 random inputs and 16 inputs made from pictures through edge's preprocessing.
+fn inputs(contract: &ModelContract) -> Vec<Vec<f32>> {
+    let mut rng = StdRng::seed_from_u64(3);
+    let n = contract.input_len();
+    let mut out: Vec<Vec<f32>> = (0..16)
+        .map(|_| (0..n).map(|_| rng.random_range(-2.5f32..2.5)).collect())
+        .collect();
+    for i in 0..16u32 {
+        let img = RgbImage::from_fn(80 + i, 64, |x, y| {
+            image::Rgb([(x * 3 + i * 7) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+        });
+        out.push(edge::preprocess::image_to_input(&img, contract).unwrap());
+    }
+    out
+}
+
+fn check(spec: ModelSpec) {
+    let classes = 4;
+    let contract = ModelContract::new(
+        ["Benign", "Early", "Pre", "Pro"].map(String::from).to_vec(),
+        SIZE as u32,
+    );
+    let model = trained(&spec, classes);
+    let bytes = to_onnx(&model, &contract, vec![]).unwrap().encode_to_vec();
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(&bytes))
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, SIZE, SIZE]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let device = Device::flex();
+    let mut worst = 0.0f32;
+    let mut reference = Vec::new();
+    for input in inputs(&contract) {
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [1, 3, SIZE, SIZE]), &device);
+        let burn_p = model
+            .probabilities(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let t = tract_ndarray::Array4::from_shape_vec((1, 3, SIZE, SIZE), input.clone()).unwrap();
+        let out = plan
+            .run(tvec!(tract_onnx::prelude::Tensor::from(t).into()))
+            .unwrap();
+        let tract_p: Vec<f32> = out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(tract_p.len(), classes);
+        let argmax = |v: &[f32]| edge::metrics::argmax(v);
+        assert_eq!(
+            argmax(&burn_p),
+            argmax(&tract_p),
+            "{burn_p:?} vs {tract_p:?}"
+        );
+        for (a, b) in burn_p.iter().zip(&tract_p) {
+            worst = worst.max((a - b).abs());
+        }
+        reference.push(serde_json::json!({ "input": input, "burn": burn_p }));
+    }
+    eprintln!("{}: max |Δp| burn vs tract = {worst:e}", spec.describe());
+    // For the peer-runtime check (tests/onnx_conformance.py, run by .ci/run): the file, the
+    // inputs and burn's probabilities.
+    if let Some(dir) = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = match spec {
+            ModelSpec::Mobilenetv2 { .. } => "mobilenetv2",
+            ModelSpec::Cnn { .. } => "cnn",
+        };
+        std::fs::write(dir.join(format!("{name}.onnx")), &bytes).unwrap();
+        let doc = serde_json::json!({ "shape": [1, 3, SIZE, SIZE], "cases": reference });
+        std::fs::write(dir.join(format!("{name}.json")), doc.to_string()).unwrap();
+    }
+    assert!(worst <= 1e-4, "max |Δp| {worst}");
+}
+
+#[test]
+fn mobilenetv2_matches_in_tract() {
+    check(ModelSpec::Mobilenetv2 {
+        width: 0.35,
+        head_units: 32,
+        dropout: 0.2,
+    });
+}
+
+#[test]
+fn cnn_matches_in_tract() {
+    check(ModelSpec::Cnn { dropout: 0.5 });
+}

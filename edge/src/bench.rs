@@ -69,12 +69,24 @@ pub fn sample_jpeg() -> Vec<u8> {
     out
 }
 
-/// Times decode, preprocess and inference of `jpeg` (`runs` timed after `warmup`).
+/// Lets tract's matrix products use `threads` threads (1 = tract's default, single-threaded).
+/// Process-wide: call before loading models.
+pub fn set_engine_threads(threads: usize) {
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(
+            tract_linalg::multithread::Executor::multithread(threads),
+        );
+    }
+}
+
+/// Times decode, preprocess and inference of `jpeg` (`runs` timed after `warmup`); `threads` is
+/// what [`set_engine_threads`] was given, reported as is.
 pub fn run(
     model: &OnnxClassifier,
     jpeg: &[u8],
     runs: usize,
     warmup: usize,
+    threads: usize,
 ) -> Result<BenchReport, ModelError> {
     let runs = runs.max(1);
     let bad_image = |e: String| ModelError::Engine {
@@ -96,7 +108,7 @@ pub fn run(
     Ok(BenchReport {
         model: display(model.path()),
         input_size: model.contract().input_size_string(),
-        threads: 1,
+        threads: threads.max(1),
         runs,
         decode_ms_p50: d,
         preprocess_ms_p50: p,

@@ -59,6 +59,9 @@ struct BenchArgs {
     /// Untimed warm-up runs per stage.
     #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// Threads for tract's matrix products (1 = single-threaded, tract's default).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     format: BenchFormat,
@@ -191,6 +194,7 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => {
+            edge::bench::set_engine_threads(a.threads);
             let model = a.model.load()?;
             let jpeg = match &a.image {
                 Some(p) => {
@@ -198,12 +202,12 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 None => edge::bench::sample_jpeg(),
             };
-            let r = edge::bench::run(&model, &jpeg, a.runs, a.warmup)?;
+            let r = edge::bench::run(&model, &jpeg, a.runs, a.warmup, a.threads)?;
             match a.format {
                 BenchFormat::Json => println!("{}", serde_json::to_string(&r)?),
                 BenchFormat::Table => {
                     println!(
-                        "model {} (input {}), {} runs, {} thread",
+                        "model {} (input {}), {} runs, {} thread(s)",
                         r.model, r.input_size, r.runs, r.threads
                     );
                     println!("decode      p50 {:8.2} ms", r.decode_ms_p50);

@@ -33,7 +33,7 @@ pub fn predict(
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch.max(1)) {
         let b = build_batch(chunk.iter().map(|img| ((*img).clone(), 0)), &mut pre);
-        let (x, _) = b.to_tensors(contract, device);
+        let (x, _, _) = b.into_tensors(contract, device);
         let probs = model.probabilities(x);
         let values = probs
             .into_data()

@@ -248,13 +248,13 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
             epoch,
         );
         for batch in batches {
-            let (x, y) = batch.to_tensors(&contract, &device);
+            let (x, y, labels) = batch.into_tensors(&contract, &device);
             let logits = model.forward(x);
             let loss = loss_fn.forward(logits.clone(), y.clone());
-            let (l, c) = loss_and_correct(&loss, &logits, &batch.labels);
-            loss_sum += l * batch.len() as f64;
+            let (l, c) = loss_and_correct(&loss, &logits, &labels);
+            loss_sum += l * labels.len() as f64;
             correct += c;
-            seen += batch.len();
+            seen += labels.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let step_lr = scheduler.step();
             lr = step_lr.base();
@@ -363,11 +363,11 @@ fn validate(
     let (mut loss_sum, mut correct) = (0.0, 0);
     let order: Vec<usize> = (0..val.len()).collect();
     for b in stream(val.clone(), order, batch, contract.clone(), None, 0, 0) {
-        let (x, y) = b.to_tensors(contract, &inner);
+        let (x, y, labels) = b.into_tensors(contract, &inner);
         let logits = inference.forward(x);
         let loss = loss_fn.forward(logits.clone(), y);
-        let (l, c) = loss_and_correct(&loss, &logits, &b.labels);
-        loss_sum += l * b.len() as f64;
+        let (l, c) = loss_and_correct(&loss, &logits, &labels);
+        loss_sum += l * labels.len() as f64;
         correct += c;
     }
     let n = val.len().max(1) as f64;

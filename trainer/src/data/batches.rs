@@ -34,21 +34,23 @@ impl Batch {
         self.labels.is_empty()
     }
 
-    /// The batch as tensors on `device`: images `[n, 3, H, W]` and labels `[n]`.
-    pub fn to_tensors(
-        &self,
+    /// The batch as tensors on `device` — images `[n, 3, H, W]` and labels `[n]` — and the
+    /// labels as plain values (moved, not copied: this runs once per batch).
+    pub fn into_tensors(
+        self,
         contract: &ModelContract,
         device: &Device,
-    ) -> (Tensor<4>, Tensor<1, Int>) {
+    ) -> (Tensor<4>, Tensor<1, Int>, Vec<i64>) {
+        let n = self.len();
         let shape = [
-            self.len(),
+            n,
             3,
             contract.input_height as usize,
             contract.input_width as usize,
         ];
-        let images = Tensor::from_data(TensorData::new(self.images.clone(), shape), device);
-        let labels = Tensor::from_data(TensorData::new(self.labels.clone(), [self.len()]), device);
-        (images, labels)
+        let images = Tensor::from_data(TensorData::new(self.images, shape), device);
+        let labels = Tensor::from_data(TensorData::new(self.labels.clone(), [n]), device);
+        (images, labels, self.labels)
     }
 }
 

@@ -136,7 +136,7 @@ impl LightState {
         let retake = matches!(status.last, Some(LastFrame::Retake(_)));
         match status.verdict {
             Some(Verdict::Refer) => LightState::Refer,
-            Some(Verdict::Uncertain) => LightState::Uncertain,
+            Some(Verdict::Uncertain | Verdict::Insufficient) => LightState::Uncertain,
             _ if retake => LightState::Uncertain,
             Some(Verdict::NoBlasts) => LightState::Ready,
             None if status.phase == Phase::Idle => LightState::Ready,

@@ -65,19 +65,33 @@ impl Fault {
 pub enum Verdict {
     /// No blasts seen: green.
     NoBlasts,
-    /// Not enough good frames or too many uncertain ones to say: amber.
+    /// Too many of the good frames were uncertain to say: amber.
     Uncertain,
     /// Blasts seen: red, refer the slide to a haematologist.
     Refer,
+    /// Too few good frames to say anything: amber, scan more fields.
+    Insufficient,
 }
 
 impl Verdict {
-    /// The `verdict` value of a `SLIDE` line: `no_blasts`, `uncertain` or `refer`.
+    /// The `verdict` value of a `SLIDE` line: `no_blasts`, `uncertain`, `refer` or
+    /// `insufficient`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::NoBlasts => "no_blasts",
             Verdict::Uncertain => "uncertain",
             Verdict::Refer => "refer",
+            Verdict::Insufficient => "insufficient",
+        }
+    }
+
+    /// The verdict as a person reads it in a report or log, e.g. `BLASTS SEEN - REFER`.
+    pub fn headline(self) -> &'static str {
+        match self {
+            Verdict::NoBlasts => "NO BLASTS SEEN",
+            Verdict::Uncertain => "UNCERTAIN",
+            Verdict::Refer => "BLASTS SEEN - REFER",
+            Verdict::Insufficient => "INSUFFICIENT",
         }
     }
 
@@ -87,6 +101,7 @@ impl Verdict {
             Verdict::NoBlasts => "NEG",
             Verdict::Uncertain => "UNSURE",
             Verdict::Refer => "REFER",
+            Verdict::Insufficient => "INSUFF",
         }
     }
 }

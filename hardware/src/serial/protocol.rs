@@ -21,7 +21,7 @@
 //! | --- | --- | --- |
 //! | `RESULT` | `frame slide label confidence decision time` | a frame was classified; `confidence` 0..1 with 3 decimals; `decision` is `normal`, `blast` or `uncertain` |
 //! | `RETAKE` | `frame reason time` | a frame was rejected; `reason` is `focus`, `exposure` or `empty` |
-//! | `SLIDE` | `slide verdict frames good retakes count_<class>… blast_fraction note` | slide summary; `verdict` is `no_blasts`, `uncertain` or `refer`; one `count_<class>` per class (class lower-cased, other characters `_`); `blast_fraction` 0..1 with 4 decimals; `note` is always `"screening aid"` |
+//! | `SLIDE` | `slide verdict frames good retakes count_<class>… blast_fraction note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer` or `insufficient`; one `count_<class>` per class (class lower-cased, other characters `_`); `blast_fraction` 0..1 with 4 decimals; `note` is always `"screening aid"` |
 //! | `STATUS` | `state slide frames model uptime` | `state` is `starting`, `idle`, `screening` or `fault`; `uptime` in seconds |
 //! | `ERROR` | `code message` | `code` is `camera_lost`, `disk_full`, `model_refused` or `internal` |
 //! | `SELFTEST` | `check ok detail` | one self-test result; `ok` is `true` or `false` |

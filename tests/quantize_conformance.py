@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Conformance of leukoscope's int8 ONNX files (from `quantize`) with onnxruntime.
+
+For every `NAME.onnx` in DIR (written with `NAME.json` by quantize/tests/conformance.rs when
+LEUKOSCOPE_CONFORMANCE_DIR is set), checks that:
+  * the `onnx` package's checker accepts the model (full check, with shape inference),
+  * it uses only default-domain operators (standard ONNX, no com.microsoft ones),
+  * it carries leukoscope's contract metadata and the quantization recipe,
+  * onnxruntime and tract agree on the top-1 class for at least 99.5 % of the evaluation inputs.
+Exit status 0 when every file passes. Run by .ci/run.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+REQUIRED_METADATA = [
+    "leukoscope.labels",
+    "leukoscope.input_size",
+    "leukoscope.mean",
+    "leukoscope.std",
+    "leukoscope.quantization",
+]
+MIN_AGREEMENT = 0.995
+
+
+def check(model_path: pathlib.Path) -> list[str]:
+    problems = []
+    model = onnx.load(str(model_path))
+    onnx.checker.check_model(model, full_check=True)
+    foreign = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        problems.append(f"non-standard operators {foreign}")
+    ops = {n.op_type for n in model.graph.node}
+    if "QLinearConv" not in ops:
+        problems.append("no QLinearConv: not an int8 model")
+    meta = {p.key: p.value for p in model.metadata_props}
+    for key in REQUIRED_METADATA:
+        if key not in meta:
+            problems.append(f"metadata key {key} missing")
+    reference = json.loads(model_path.with_suffix(".json").read_text())
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    same, worst = 0, 0.0
+    cases = reference["cases"]
+    for case in cases:
+        x = np.asarray(case["input"], dtype=np.float32).reshape(reference["shape"])
+        probs = session.run(["probabilities"], {"image": x})[0][0]
+        tract = np.asarray(case["tract"], dtype=np.float32)
+        worst = max(worst, float(np.max(np.abs(probs - tract))))
+        same += int(np.argmax(probs)) == int(np.argmax(tract))
+    agreement = same / len(cases)
+    if agreement < MIN_AGREEMENT:
+        problems.append(f"top-1 agreement onnxruntime vs tract {agreement:.4f} < {MIN_AGREEMENT}")
+    print(
+        f"{model_path.name}: checker ok, {len(cases)} cases, top-1 agreement onnxruntime vs tract "
+        f"{100 * agreement:.2f} %, max |diff| {worst:.3e}"
+    )
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir", type=pathlib.Path, help="folder with NAME.onnx and NAME.json pairs")
+    args = parser.parse_args()
+    models = sorted(args.dir.glob("*.onnx"))
+    if not models:
+        print(f"no .onnx files in {args.dir}", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in models:
+        try:
+            problems = check(path)
+        except Exception as e:  # the checker and the runtime raise on non-standard files
+            problems = [f"{type(e).__name__}: {e}"]
+        for p in problems:
+            print(f"{path.name}: FAIL {p}", file=sys.stderr)
+        failed += bool(problems)
+    print(f"{len(models) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+//! The database schema and its migrations.
+//!
+//! The schema version is SQLite's `user_version`. [`MIGRATIONS`]`[i]` takes a database from
+//! version `i` to `i + 1`; each runs in its own transaction together with the version bump, so a
+//! crash during a migration leaves the previous version intact. A later release appends a
+//! migration here and never edits an earlier one.
+
+/// `application_id` of leukoscope databases ("LKSC"), so a foreign SQLite file is recognised.
+pub const APPLICATION_ID: i32 = 0x4C4B_5343;
+
+/// The schema version this program writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 0 → 1: sessions and frames.
+const V1: &str = r#"
+CREATE TABLE sessions (
+    id               INTEGER PRIMARY KEY,
+    slide_id         TEXT,
+    started          TEXT NOT NULL,              -- RFC 3339 UTC, milliseconds
+    stopped          TEXT,
+    state            TEXT NOT NULL DEFAULT 'open'
+                     CHECK (state IN ('open', 'closed', 'interrupted')),
+    stop_reason      TEXT CHECK (stop_reason IN
+                     ('command', 'button', 'idle', 'shutdown', 'source_end', 'fault')),
+    model_sha256     TEXT NOT NULL,
+    model_variant    TEXT NOT NULL,
+    labels           TEXT NOT NULL,              -- JSON array, the model's label order
+    normal_labels    TEXT NOT NULL,              -- JSON array, labels that are not blasts
+    software_version TEXT NOT NULL,
+    rule             TEXT NOT NULL,              -- JSON, the decision rule parameters used
+    -- Set on close (or, for an interrupted session, recomputed from its frames on recovery):
+    counts           TEXT,                       -- JSON object label -> confident frames
+    good             INTEGER,
+    retakes          INTEGER,
+    uncertain        INTEGER,
+    blast_fraction   REAL,
+    verdict          TEXT,                       -- closed sessions only
+    dominant_subtype TEXT
+) STRICT;
+
+CREATE TABLE frames (
+    id               INTEGER PRIMARY KEY,
+    session_id       INTEGER NOT NULL REFERENCES sessions(id),
+    seq              INTEGER NOT NULL,
+    tile             INTEGER,
+    time             TEXT NOT NULL,              -- RFC 3339 UTC, milliseconds
+    origin           TEXT NOT NULL,
+    sha256           TEXT NOT NULL,
+    width            INTEGER NOT NULL,
+    height           INTEGER NOT NULL,
+    focus            REAL,
+    mean             REAL,
+    p999             REAL,
+    clipped_fraction REAL,
+    stained_fraction REAL,
+    decision         TEXT NOT NULL CHECK (decision IN ('label', 'uncertain', 'retake')),
+    retake_reason    TEXT,
+    label            TEXT,
+    confidence       REAL,
+    probabilities    TEXT NOT NULL,              -- JSON array in the session's label order
+    model_sha256     TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    kept_image       TEXT,                       -- relative to the flagged-images folder
+    image_evicted    TEXT                        -- when the kept image was removed by the size cap
+) STRICT;
+
+CREATE INDEX frames_by_session ON frames (session_id, seq);
+CREATE INDEX frames_with_image ON frames (id) WHERE kept_image IS NOT NULL;
+CREATE INDEX sessions_by_state ON sessions (state);
+"#;
+
+/// The migrations, in order.
+pub const MIGRATIONS: &[&str] = &[V1];

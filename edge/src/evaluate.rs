@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use thiserror::Error;
 
 use crate::classify::expand_paths;
@@ -41,19 +42,156 @@ pub struct Evaluation {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Evaluates `model` on `data` (one subfolder per class, named by the model's labels) and writes
-/// the report into `out`. Class folders that are not labels are an error listing the labels;
-/// labels without a folder are simply absent from the data.
-pub fn evaluate_folder(
-    model: &OnnxClassifier,
+/// A change made to every picture before preprocessing, to test what the model relies on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Perturbation {
+    /// The picture as it is.
+    None,
+    /// The bottom-right `width × height` pixels painted white (where the dataset's scale-bar
+    /// label sits): a model that needs them learned an artefact, not cells.
+    BlankCorner {
+        /// Width of the blanked corner, pixels.
+        width: u32,
+        /// Height of the blanked corner, pixels.
+        height: u32,
+    },
+    /// Each channel scaled by a factor drawn uniformly from `1 ± amount` per picture (seeded,
+    /// reproducible): a model that collapses learned each class's colour cast.
+    ColorJitter {
+        /// Largest relative change, e.g. 0.1 for ±10 %.
+        amount: f32,
+        /// Seed of the factors.
+        seed: u64,
+    },
+}
+
+impl Perturbation {
+    /// The issue's shortcut checks: the 60×30 px scale-bar corner blanked, and ±10 % colour.
+    pub const SHORTCUT_CHECKS: [Perturbation; 2] = [
+        Perturbation::BlankCorner {
+            width: 60,
+            height: 30,
+        },
+        Perturbation::ColorJitter {
+            amount: 0.1,
+            seed: 42,
+        },
+    ];
+
+    /// A short name for tables.
+    pub fn name(&self) -> String {
+        match self {
+            Perturbation::None => "none".into(),
+            Perturbation::BlankCorner { width, height } => {
+                format!("bottom-right {width}x{height} px blanked")
+            }
+            Perturbation::ColorJitter { amount, .. } => {
+                format!("colour jitter ±{:.0} %", amount * 100.0)
+            }
+        }
+    }
+
+    /// Applies the change to picture number `index` of an evaluation.
+    pub fn apply(&self, img: &mut RgbImage, index: usize) {
+        match *self {
+            Perturbation::None => {}
+            Perturbation::BlankCorner { width, height } => {
+                let (w, h) = img.dimensions();
+                for y in h.saturating_sub(height)..h {
+                    for x in w.saturating_sub(width)..w {
+                        img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+                    }
+                }
+            }
+            Perturbation::ColorJitter { amount, seed } => {
+                let mut state = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let factors: [f32; 3] = std::array::from_fn(|_| {
+                    let u = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
+                    1.0 + amount * (2.0 * u - 1.0)
+                });
+                for p in img.pixels_mut() {
+                    for (c, f) in p.0.iter_mut().zip(factors) {
+                        *c = (f32::from(*c) * f).round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Which pictures of a labeled folder to evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only the files a trainer `manifest.csv` puts in this split (`train`, `val`, `test`),
+    /// with paths relative to the folder.
+    pub manifest: Option<(PathBuf, String)>,
+}
+
+/// The labeled pictures of `data` (one subfolder per class, named by `labels`), as
+/// (path, class index), in a stable order.
+pub fn labeled_files(
     data: &Path,
-    out: &Path,
-) -> Result<Evaluation, EvaluateError> {
-    let labels = &model.contract().labels;
+    labels: &[String],
+    selection: &Selection,
+) -> Result<Vec<(PathBuf, usize)>, EvaluateError> {
     let folder_err = |reason: String| EvaluateError::Folder {
         path: data.to_path_buf(),
         reason,
     };
+    if let Some((manifest, split)) = &selection.manifest {
+        let text = std::fs::read_to_string(manifest).map_err(|e| EvaluateError::Folder {
+            path: manifest.clone(),
+            reason: format!("cannot read manifest: {e}"),
+        })?;
+        let mut files = Vec::new();
+        for (n, line) in text.lines().enumerate().skip(1) {
+            // file,sha256,class,split — the file name may be quoted and hold commas, the
+            // other three never do.
+            let mut fields = line.rsplitn(4, ',');
+            let (Some(s), Some(class), Some(_sha), Some(file)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return Err(EvaluateError::Folder {
+                    path: manifest.clone(),
+                    reason: format!("line {}: expected file,sha256,class,split", n + 1),
+                });
+            };
+            if s.trim() != split {
+                continue;
+            }
+            let file = file
+                .strip_prefix('"')
+                .and_then(|f| f.strip_suffix('"'))
+                .map_or_else(|| file.to_string(), |f| f.replace("\"\"", "\""));
+            let index =
+                labels
+                    .iter()
+                    .position(|l| l == class)
+                    .ok_or_else(|| EvaluateError::Folder {
+                        path: manifest.clone(),
+                        reason: format!(
+                            "line {}: class {class:?} is not a label of this model {labels:?}",
+                            n + 1
+                        ),
+                    })?;
+            files.push((data.join(file), index));
+        }
+        if files.is_empty() {
+            return Err(EvaluateError::Folder {
+                path: manifest.clone(),
+                reason: format!("no file in split {split:?}"),
+            });
+        }
+        return Ok(files);
+    }
     let mut classes: Vec<String> = std::fs::read_dir(data)
         .map_err(|e| folder_err(format!("cannot read folder: {e}")))?
         .flatten()
@@ -73,52 +211,105 @@ pub fn evaluate_folder(
             "class folder(s) {unknown:?} are not labels of this model; its labels are {labels:?}"
         )));
     }
-    let mut pre = Preprocessor::new(model.contract().clone());
-    let mut input = vec![0.0; model.contract().input_len()];
-    let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut files = Vec::new();
     for class in &classes {
         let index = labels
             .iter()
             .position(|l| l == class)
             .expect("checked above");
-        for path in expand_paths(&[data.join(class)]) {
-            let result = decode_image(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|img| pre.run_into(&img, &mut input).map_err(|e| e.to_string()));
-            match result {
-                Ok(()) => {
-                    probabilities.push(model.probabilities(&input)?);
-                    truth.push(index);
-                }
-                Err(reason) => skipped.push((path, reason)),
+        files.extend(
+            expand_paths(&[data.join(class)])
+                .into_iter()
+                .map(|p| (p, index)),
+        );
+    }
+    Ok(files)
+}
+
+/// Runs `model` on `files` with `perturbation` applied; returns the metrics and the pictures
+/// that could not be read.
+pub fn evaluate_files(
+    model: &OnnxClassifier,
+    files: &[(PathBuf, usize)],
+    perturbation: Perturbation,
+) -> Result<Evaluation, EvaluateError> {
+    let labels = &model.contract().labels;
+    let mut pre = Preprocessor::new(model.contract().clone());
+    let mut input = vec![0.0; model.contract().input_len()];
+    let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (path, class)) in files.iter().enumerate() {
+        let result = decode_image(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut img| {
+                perturbation.apply(&mut img, i);
+                pre.run_into(&img, &mut input).map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(()) => {
+                probabilities.push(model.probabilities(&input)?);
+                truth.push(*class);
             }
+            Err(reason) => skipped.push((path.clone(), reason)),
         }
     }
     if truth.is_empty() {
-        return Err(folder_err("no readable images in the class folders".into()));
+        return Err(EvaluateError::Folder {
+            path: files
+                .first()
+                .and_then(|(p, _)| p.parent())
+                .map_or_else(PathBuf::new, Path::to_path_buf),
+            reason: "no readable images".into(),
+        });
     }
     let report = evaluate(labels, &truth, &probabilities)?;
+    Ok(Evaluation { report, skipped })
+}
+
+/// Evaluates `model` on `data` (one subfolder per class, named by the model's labels) and writes
+/// the report into `out`. Class folders that are not labels are an error listing the labels;
+/// labels without a folder are simply absent from the data.
+pub fn evaluate_folder(
+    model: &OnnxClassifier,
+    data: &Path,
+    out: &Path,
+) -> Result<Evaluation, EvaluateError> {
+    evaluate_selection(model, data, &Selection::default(), out)
+}
+
+/// [`evaluate_folder`] on a selection of the folder (e.g. a manifest's test split).
+pub fn evaluate_selection(
+    model: &OnnxClassifier,
+    data: &Path,
+    selection: &Selection,
+    out: &Path,
+) -> Result<Evaluation, EvaluateError> {
+    let files = labeled_files(data, &model.contract().labels, selection)?;
+    let evaluation = evaluate_files(model, &files, Perturbation::None)?;
     let mut notes = vec![format!(
         "Model metadata: {} entries.",
         model.metadata().len()
     )];
-    if !skipped.is_empty() {
+    if !evaluation.skipped.is_empty() {
         notes.push(format!(
             "{} unreadable file(s) were skipped.",
-            skipped.len()
+            evaluation.skipped.len()
         ));
     }
+    let split = match &selection.manifest {
+        Some((manifest, split)) => format!("{split} (from {})", manifest.display()),
+        None => "all".into(),
+    };
     let ctx = ReportContext {
         title: format!("{} — {}", file_name(model.path()), file_name(data)),
         model: model.path().display().to_string(),
         dataset: data.display().to_string(),
-        split: "all".into(),
+        split,
         model_bytes: std::fs::metadata(model.path()).ok().map(|m| m.len()),
         notes,
         ..Default::default()
     };
-    write_report(out, &ctx, &report, None)?;
-    Ok(Evaluation { report, skipped })
+    write_report(out, &ctx, &evaluation.report, None)?;
+    Ok(evaluation)
 }
 
 fn file_name(p: &Path) -> String {
@@ -126,4 +317,88 @@ fn file_name(p: &Path) -> String {
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_pixel(w, h, image::Rgb([100, 150, 200]))
+    }
+
+    #[test]
+    fn blank_corner_paints_exactly_the_corner() {
+        let mut img = grey(100, 50);
+        Perturbation::BlankCorner {
+            width: 60,
+            height: 30,
+        }
+        .apply(&mut img, 0);
+        let white = img
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0 == [255; 3])
+            .count();
+        assert_eq!(white, 60 * 30);
+        assert_eq!(img.get_pixel(40, 20).0, [255; 3]);
+        assert_eq!(img.get_pixel(39, 20).0, [100, 150, 200]);
+        assert_eq!(img.get_pixel(40, 19).0, [100, 150, 200]);
+        // A picture smaller than the corner is blanked whole, without panicking.
+        let mut small = grey(10, 10);
+        Perturbation::SHORTCUT_CHECKS[0].apply(&mut small, 0);
+        assert!(small.pixels().all(|p| p.0 == [255; 3]));
+    }
+
+    #[test]
+    fn colour_jitter_stays_within_its_bounds_and_is_reproducible() {
+        let jitter = Perturbation::SHORTCUT_CHECKS[1];
+        let mut changed = 0;
+        for i in 0..200 {
+            let (mut a, mut b) = (grey(4, 4), grey(4, 4));
+            jitter.apply(&mut a, i);
+            jitter.apply(&mut b, i);
+            assert_eq!(a, b);
+            let p = a.get_pixel(0, 0).0;
+            for (got, base) in p.iter().zip([100.0f32, 150.0, 200.0]) {
+                let ratio = f32::from(*got) / base;
+                assert!((0.895..=1.105).contains(&ratio), "{ratio}");
+            }
+            changed += usize::from(p != [100, 150, 200]);
+        }
+        assert!(
+            changed > 190,
+            "jitter changed only {changed} of 200 pictures"
+        );
+    }
+
+    #[test]
+    fn a_manifest_selects_its_split_with_quoted_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "file,sha256,class,split\nA/1.jpg,aa,A,train\n\"B/x,\"\"y\"\".jpg\",bb,B,test\nA/2.jpg,cc,A,test\n",
+        )
+        .unwrap();
+        let labels = vec!["A".to_string(), "B".to_string()];
+        let sel = Selection {
+            manifest: Some((manifest.clone(), "test".into())),
+        };
+        let files = labeled_files(dir.path(), &labels, &sel).unwrap();
+        assert_eq!(
+            files,
+            vec![
+                (dir.path().join("B/x,\"y\".jpg"), 1),
+                (dir.path().join("A/2.jpg"), 0)
+            ]
+        );
+        let sel = Selection {
+            manifest: Some((manifest, "holdout".into())),
+        };
+        let err = labeled_files(dir.path(), &labels, &sel)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("holdout"), "{err}");
+    }
 }

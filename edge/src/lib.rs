@@ -6,11 +6,23 @@
 //! normalization. The metrics and the evaluation report live here too, so `trainer evaluate` and
 //! `edge evaluate` produce the same numbers from the same code.
 
+#[cfg(feature = "device")]
+pub mod audit;
 pub mod bench;
 pub mod classify;
 pub mod contract;
+pub mod decision;
 pub mod evaluate;
+#[cfg(feature = "device")]
+pub mod flagged;
+#[cfg(feature = "device")]
+pub mod integrity;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod quality;
 pub mod report;
+pub mod source;
+#[cfg(feature = "device")]
+pub mod store;
+pub mod variant;

@@ -512,14 +512,14 @@ fn thousands(n: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Plots
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
-type PlotResult = Result<(), Box<dyn StdError>>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type PlotResult = Result<(), Box<dyn StdError>>;
 
 static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Registers the embedded font as plotters' "sans-serif", once per process.
-fn register_font() -> Result<(), ReportError> {
+pub(crate) fn register_font() -> Result<(), ReportError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()
@@ -528,7 +528,7 @@ fn register_font() -> Result<(), ReportError> {
 }
 
 /// Draws into an RGB buffer and writes it to `path` as PNG.
-fn render_png(
+pub(crate) fn render_png(
     path: &Path,
     (w, h): (u32, u32),
     draw: impl FnOnce(&Area<'_>) -> PlotResult,
@@ -562,12 +562,12 @@ fn subtitle(ctx: &ReportContext) -> String {
     parts.join(" — ")
 }
 
-const TEXT: RGBColor = RGBColor(30, 30, 30);
-const MUTED: RGBColor = RGBColor(90, 90, 90);
+pub(crate) const TEXT: RGBColor = RGBColor(30, 30, 30);
+pub(crate) const MUTED: RGBColor = RGBColor(90, 90, 90);
 const GRID_LINE: RGBColor = RGBColor(200, 200, 200);
 
 /// Series colours (matplotlib's tab10).
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -580,7 +580,7 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn style<'a>(size: f64, color: &'a RGBColor, h: HPos, v: VPos) -> TextStyle<'a> {
+pub(crate) fn style<'a>(size: f64, color: &'a RGBColor, h: HPos, v: VPos) -> TextStyle<'a> {
     TextStyle::from((FONT, size).into_font())
         .color(color)
         .pos(Pos::new(h, v))
@@ -614,7 +614,7 @@ fn fit_text(
 }
 
 /// Title and subtitle centred in the top 80 pixels.
-fn header(root: &Area<'_>, title: &str, subtitle: &str) -> PlotResult {
+pub(crate) fn header(root: &Area<'_>, title: &str, subtitle: &str) -> PlotResult {
     let (w, _) = root.dim_in_pixel();
     let cx = w as i32 / 2;
     root.draw(&Text::new(

@@ -10,6 +10,8 @@
 pub mod audit;
 pub mod bench;
 pub mod classify;
+#[cfg(feature = "device")]
+pub mod config;
 pub mod contract;
 pub mod decision;
 pub mod evaluate;
@@ -22,6 +24,8 @@ pub mod model;
 pub mod preprocess;
 pub mod quality;
 pub mod report;
+#[cfg(feature = "device")]
+pub mod run;
 pub mod source;
 #[cfg(feature = "device")]
 pub mod store;

@@ -32,6 +32,152 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Measure decode, preprocess and inference latency (p50/p95) and frames/s.
     Bench(BenchArgs),
+    /// The device program: frames from a camera, an MJPEG stream on stdin, a watched folder or
+    /// files → quality gate → model → per-frame and per-slide verdicts, each committed to the
+    /// SQLite audit log before it is shown on the panel, sent on the serial line and printed
+    /// on stdout (one event line per frame, the serial protocol's format). Settings come from
+    /// `--config` (see `edge/leukoscope.example.toml`); flags override the file. SIGINT/SIGTERM
+    /// close the session and exit 0; a fault that stopped classifying (disk full, database
+    /// error) exits 1. A screening aid, never a diagnosis.
+    Run(Box<RunArgs>),
+    /// List the slide sessions in the audit database.
+    Sessions(DbArgs),
+    /// Export one session's frames as CSV or JSON (stdout, or --out).
+    Export(ExportArgs),
+    /// Write a one-page summary of a session (Markdown and HTML, with thumbnails of the flagged
+    /// frames that were kept).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// The audit database (default: the config's, else `leukoscope.db`).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Device config file to take the database path from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The store config: the config file's, with `--db` over it.
+    fn store_config(&self) -> Result<edge::config::StoreConfig> {
+        let mut store = match &self.config {
+            Some(c) => edge::config::RunConfig::load(c)?.store,
+            None => edge::config::StoreConfig::default(),
+        };
+        if let Some(db) = &self.db {
+            store.db = db.clone();
+        }
+        Ok(store)
+    }
+
+    /// Opens the database read-only: a running device keeps writing to it meanwhile.
+    fn open(&self) -> Result<edge::store::Store> {
+        let path = self.store_config()?.db;
+        if !path.exists() {
+            bail!("{}: no such audit database", path.display());
+        }
+        Ok(edge::store::Store::open_read_only(&path)?)
+    }
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Session id (see `edge sessions`).
+    #[arg(long)]
+    session: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    format: ExportFormat,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Session id (see `edge sessions`).
+    #[arg(long)]
+    session: i64,
+    /// Folder to write `report.md`, `report.html` and `counts.png` into (created if needed).
+    #[arg(long)]
+    out: PathBuf,
+    /// The flagged-images folder the kept pictures are in (default: the config's).
+    #[arg(long)]
+    flagged_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Device config file (TOML). Without it, the defaults below and in the example file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Frame source: `v4l2:/dev/videoN`, `stdin` or `-` (a concatenated MJPEG stream, e.g.
+    /// from `rpicam-vid --codec mjpeg -o -`), `watch:DIR` (new image files), or image files
+    /// and folders.
+    #[arg(long)]
+    source: Option<String>,
+    /// Model file or folder; repeat for the f32 and int8 variants of one model (default:
+    /// `models/`).
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Which variant to run: the fastest measured at start-up, or a fixed one.
+    #[arg(long, value_parser = ["auto", "f32", "int8"])]
+    variant: Option<String>,
+    /// Threads for tract's matrix products.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The SQLite audit database.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Keep the JPEGs of flagged frames (blast, uncertain) in this folder.
+    #[arg(long)]
+    flagged_dir: Option<PathBuf>,
+    /// Technician's serial line, e.g. /dev/ttyUSB0.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+    /// Format of the serial line and the stdout event lines.
+    #[arg(long, value_parser = ["text", "json"])]
+    serial_format: Option<String>,
+    /// Status panel: real LEDs and display (`linux`, needs the `linux` build and the
+    /// config's [panel] pins), drawn in the terminal on stderr (`console`), or none.
+    #[arg(long, value_parser = ["linux", "hardware", "console", "none"])]
+    panel: Option<String>,
+    /// Below this top-class probability a frame is `uncertain`.
+    #[arg(long)]
+    min_confidence: Option<f32>,
+    /// Close a session after this many seconds without a frame (0 = never).
+    #[arg(long)]
+    idle_gap: Option<u64>,
+    /// Do not open a session on the first frame: wait for START or the button.
+    #[arg(long)]
+    no_auto_start: bool,
+    /// Camera resolution, `WIDTHxHEIGHT` (v4l2).
+    #[arg(long)]
+    resolution: Option<String>,
+    /// Camera frame rate (v4l2).
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Keep running when a finite source (stdin, files) ends.
+    #[arg(long)]
+    keep_running: bool,
+    /// Print no event lines on stdout.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -44,6 +190,18 @@ struct EvaluateArgs {
     /// Report folder (default: `report-<data folder name>`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Evaluate only the files a trainer run's `manifest.csv` puts in `--split` (paths
+    /// relative to --data), e.g. the held-out test split of the run that made the model.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// The manifest split to evaluate.
+    #[arg(long, default_value = "test", requires = "manifest")]
+    split: String,
+    /// Also evaluate with the bottom-right 60×30 px (the scale-bar label) blanked and with a
+    /// ±10 % colour jitter, and print the three accuracies side by side: a model that
+    /// collapses there learned artefacts, not cells.
+    #[arg(long)]
+    shortcut_check: bool,
 }
 
 #[derive(Args)]
@@ -177,7 +335,10 @@ fn run(cli: Cli) -> Result<i32> {
                     .map_or("data".into(), |n| n.to_string_lossy().into_owned());
                 PathBuf::from(format!("report-{name}"))
             });
-            let e = edge::evaluate::evaluate_folder(&model, &a.data, &out)?;
+            let selection = edge::evaluate::Selection {
+                manifest: a.manifest.clone().map(|m| (m, a.split.clone())),
+            };
+            let e = edge::evaluate::evaluate_selection(&model, &a.data, &selection, &out)?;
             for (path, reason) in &e.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
             }
@@ -190,6 +351,74 @@ fn run(cli: Cli) -> Result<i32> {
                 r.cohen_kappa,
                 r.mcc,
                 out.display()
+            );
+            if a.shortcut_check {
+                let files =
+                    edge::evaluate::labeled_files(&a.data, &model.contract().labels, &selection)?;
+                println!(
+                    "{:<36} {:>9} {:>9}",
+                    "shortcut check", "accuracy", "macro-F1"
+                );
+                println!(
+                    "{:<36} {:>8.2}% {:>9.4}",
+                    "as is",
+                    r.accuracy * 100.0,
+                    r.macro_avg.f1
+                );
+                for p in edge::evaluate::Perturbation::SHORTCUT_CHECKS {
+                    let e = edge::evaluate::evaluate_files(&model, &files, p)?;
+                    println!(
+                        "{:<36} {:>8.2}% {:>9.4}",
+                        p.name(),
+                        e.report.accuracy * 100.0,
+                        e.report.macro_avg.f1
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Run(a) => run_device(*a),
+        Command::Sessions(a) => {
+            let store = a.open()?;
+            let rows = edge::audit::list_sessions(&store)?;
+            let mut out = std::io::stdout().lock();
+            edge::audit::write_sessions_table(&rows, &mut out).context("cannot write output")?;
+            Ok(0)
+        }
+        Command::Export(a) => {
+            let store = a.db.open()?;
+            let format = match a.format {
+                ExportFormat::Csv => edge::audit::Format::Csv,
+                ExportFormat::Json => edge::audit::Format::Json,
+            };
+            match &a.out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    edge::audit::export_session(&store, a.session, format, &mut w)?;
+                    w.flush()
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    edge::audit::export_session(&store, a.session, format, &mut out)?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Report(a) => {
+            let store = a.db.open()?;
+            let flagged = match &a.flagged_dir {
+                Some(dir) => Some(dir.clone()),
+                None => a.db.store_config()?.flagged_dir,
+            };
+            let written =
+                edge::audit::write_session_report(&store, a.session, &a.out, flagged.as_deref())?;
+            println!(
+                "report written: {} and {}",
+                written.markdown.display(),
+                written.html.display()
             );
             Ok(0)
         }
@@ -243,4 +472,107 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
     }
     out.flush().ok();
     Ok(if failed > 0 { 2 } else { 0 })
+}
+
+/// The config file (or defaults) with the command line's overrides applied.
+fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
+    let mut c = match &a.config {
+        Some(path) => edge::config::RunConfig::load(path)?,
+        None => edge::config::RunConfig::default(),
+    };
+    if let Some(s) = &a.source {
+        c.source.spec = s.clone();
+    }
+    if !a.model.is_empty() {
+        c.model.paths = a.model.clone();
+    }
+    if let Some(v) = &a.variant {
+        c.model.variant = v.clone();
+    }
+    if let Some(t) = a.threads {
+        c.model.threads = t;
+    }
+    if let Some(db) = &a.db {
+        c.store.db = db.clone();
+    }
+    if let Some(dir) = &a.flagged_dir {
+        c.store.flagged_dir = Some(dir.clone());
+    }
+    if let Some(path) = &a.serial {
+        let format = c.serial.as_ref().map(|s| s.format).unwrap_or_default();
+        c.serial = Some(hardware::SerialConfig {
+            path: path.clone(),
+            baud: a.baud,
+            format,
+            timeout_ms: 20,
+        });
+    }
+    if let Some(f) = &a.serial_format {
+        let format = if f == "json" {
+            hardware::Format::Json
+        } else {
+            hardware::Format::Text
+        };
+        match &mut c.serial {
+            Some(s) => s.format = format,
+            None => c.events_format = Some(format),
+        }
+    }
+    if let Some(p) = &a.panel {
+        c.panel.kind = match p.as_str() {
+            "linux" | "hardware" => hardware::PanelKind::Hardware,
+            "console" => hardware::PanelKind::Console,
+            _ => hardware::PanelKind::None,
+        };
+    }
+    if let Some(m) = a.min_confidence {
+        c.decision.min_confidence = m;
+    }
+    if let Some(g) = a.idle_gap {
+        c.slide.idle_gap_s = g;
+    }
+    if a.no_auto_start {
+        c.slide.auto_start = false;
+    }
+    if let Some(r) = &a.resolution {
+        let (w, h) = r
+            .split_once(['x', 'X'])
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .with_context(|| format!("--resolution {r:?}: expected WIDTHxHEIGHT, e.g. 1280x720"))?;
+        c.source.width = w;
+        c.source.height = h;
+    }
+    if let Some(f) = a.fps {
+        c.source.fps = f;
+    }
+    if a.keep_running {
+        c.source.exit_on_end = false;
+    }
+    c.check()?;
+    Ok(c)
+}
+
+fn run_device(a: RunArgs) -> Result<i32> {
+    let config = run_config(&a)?;
+    edge::bench::set_engine_threads(config.model.threads);
+    let shutdown = edge::run::shutdown_flag().context("cannot install signal handlers")?;
+    let events: Option<Box<dyn Write>> = if a.quiet {
+        None
+    } else {
+        Some(Box::new(std::io::stdout()))
+    };
+    let outputs = edge::run::open_outputs(&config, events)?;
+    let device = edge::run::Device::start(config, outputs)?;
+    let summary = device.run(&shutdown)?;
+    eprintln!(
+        "{} frames received, {} recorded, {} undecodable, {} session(s) closed",
+        summary.frames, summary.recorded, summary.undecodable, summary.sessions
+    );
+    match summary.fault {
+        Some(fault) => {
+            eprintln!("error: {fault}");
+            Ok(1)
+        }
+        None => Ok(0),
+    }
 }

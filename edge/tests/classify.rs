@@ -4,101 +4,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use prost::Message;
-use tract_onnx::pb;
+mod common;
+use common::write_model;
 
 fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge"))
         .args(args)
         .output()
         .unwrap()
-}
-
-fn tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        float_data: data.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-/// image → GlobalAveragePool → Flatten → Gemm(3 → 2) → Softmax = probabilities.
-fn write_model(path: &Path, with_contract: bool) {
-    let axis = pb::AttributeProto {
-        name: "axis".into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    };
-    let graph = pb::GraphProto {
-        name: "tiny".into(),
-        node: vec![
-            node("GlobalAveragePool", &["image"], "pooled", vec![]),
-            node("Flatten", &["pooled"], "flat", vec![axis.clone()]),
-            node("Gemm", &["flat", "w", "b"], "logits", vec![]),
-            node("Softmax", &["logits"], "probabilities", vec![axis]),
-        ],
-        initializer: vec![
-            tensor("w", &[3, 2], &[2.0, -2.0, 0.0, 0.0, -2.0, 2.0]),
-            tensor("b", &[2], &[0.0, 0.0]),
-        ],
-        input: vec![pb::ValueInfoProto {
-            name: "image".into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: None,
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        output: vec![pb::ValueInfoProto {
-            name: "probabilities".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let mut metadata = vec![];
-    if with_contract {
-        let mut c = edge::contract::ModelContract::new(vec!["red".into(), "blue".into()], 8);
-        c.mean = [0.5; 3];
-        c.std = [0.5; 3];
-        metadata = c
-            .to_metadata()
-            .into_iter()
-            .map(|(key, value)| pb::StringStringEntryProto { key, value })
-            .collect();
-    }
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(graph),
-        metadata_props: metadata,
-        ..Default::default()
-    };
-    std::fs::write(path, model.encode_to_vec()).unwrap();
 }
 
 fn images(dir: &Path) {

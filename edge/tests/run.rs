@@ -1,0 +1,585 @@
+//! `edge run` end to end: an MJPEG stream on stdin, a watched folder, the serial line on a
+//! pseudo-terminal, signals, `kill -9`, and integrity refusals — checked against what the audit
+//! database holds afterwards.
+#![cfg(feature = "device")]
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use common::{smear_jpeg, write_model_with};
+use edge::store::{FrameDecision, SessionState, StopReason, Store};
+use sha2::{Digest, Sha256};
+
+/// The tiny model: reddish smears are `Benign` (normal), bluish ones `Pro` (blast).
+fn model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.onnx");
+    write_model_with(&path, ["Benign", "Pro"], 60.0, true);
+    path
+}
+
+fn benign(seed: u64) -> Vec<u8> {
+    smear_jpeg(320, 240, seed, 20)
+}
+
+fn blast(seed: u64) -> Vec<u8> {
+    smear_jpeg(320, 240, seed, -20)
+}
+
+fn blurred(seed: u64) -> Vec<u8> {
+    let img = image::imageops::blur(&edge::quality::synthetic_smear(320, 240, seed), 3.0);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+fn black() -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&image::RgbImage::from_pixel(
+            320,
+            240,
+            image::Rgb([4, 4, 4]),
+        ))
+        .unwrap();
+    out
+}
+
+fn edge_run(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge"));
+    c.arg("run")
+        .arg("--model")
+        .arg(dir.join("tiny.onnx"))
+        .arg("--db")
+        .arg(dir.join("audit.db"))
+        .args(args)
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut stream = Vec::new();
+    stream.extend_from_slice(b"camera start-up noise\xff\x00\xff");
+    for i in 0..6 {
+        stream.extend(benign(i));
+    }
+    stream.extend(blurred(100));
+    let cut = blast(200);
+    stream.extend_from_slice(&cut[..cut.len() / 2]); // truncated: the next SOI ends it
+    for i in 0..4 {
+        stream.extend(blast(300 + i));
+        stream.extend_from_slice(b"\x00garbage between frames\xff\xd9");
+    }
+    stream.extend(black());
+    let stream_file = dir.path().join("stream.mjpeg");
+    std::fs::write(&stream_file, &stream).unwrap();
+
+    let out = edge_run(
+        dir.path(),
+        &[
+            "--source",
+            "-",
+            "--flagged-dir",
+            dir.path().join("flagged").to_str().unwrap(),
+        ],
+    )
+    .stdin(File::open(&stream_file).unwrap())
+    .output()
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    let retakes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RETAKE "))
+        .collect();
+    assert_eq!(results.len(), 10, "{stdout}");
+    assert_eq!(
+        results
+            .iter()
+            .filter(|l| field(l, "label") == Some("Pro"))
+            .count(),
+        4
+    );
+    assert_eq!(
+        retakes
+            .iter()
+            .map(|l| field(l, "reason").unwrap())
+            .collect::<Vec<_>>(),
+        ["focus", "exposure"]
+    );
+    let slide = stdout.lines().find(|l| l.starts_with("SLIDE ")).unwrap();
+    assert_eq!(field(slide, "verdict"), Some("refer"), "{slide}");
+    assert_eq!(field(slide, "count_pro"), Some("4"), "{slide}");
+    assert!(stdout.contains("SELFTEST check=model ok=true"), "{stdout}");
+
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let sessions = store.sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].state, SessionState::Closed);
+    assert_eq!(sessions[0].stop_reason, Some(StopReason::SourceEnd));
+    assert_eq!(sessions[0].dominant_subtype.as_deref(), Some("Pro"));
+    let frames = store.frames(sessions[0].id).unwrap();
+    assert_eq!(
+        frames.len(),
+        12,
+        "every decoded frame is a row, retakes included"
+    );
+    let model_sha = hex::encode(Sha256::digest(std::fs::read(&model).unwrap()));
+    for (i, row) in frames.iter().enumerate() {
+        let f = &row.frame;
+        assert_eq!(f.seq, i as u64 + 1);
+        assert_eq!(f.model_sha256, model_sha);
+        assert_eq!((f.width, f.height), (320, 240));
+        assert!(f.quality.is_some());
+        match f.decision {
+            FrameDecision::Retake => assert!(f.probabilities.is_empty()),
+            _ => {
+                let sum: f32 = f.probabilities.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{f:?}");
+            }
+        }
+    }
+    // The frame hash is of the bytes as received: the first frame is benign(0) exactly.
+    assert_eq!(
+        frames[0].frame.sha256,
+        hex::encode(Sha256::digest(benign(0)))
+    );
+    // Blast frames are flagged and their JPEG kept, normal frames are not.
+    let kept: Vec<_> = frames
+        .iter()
+        .filter_map(|r| r.frame.kept_image.clone())
+        .collect();
+    assert_eq!(kept.len(), 4);
+    for k in kept {
+        let bytes = std::fs::read(dir.path().join("flagged").join(&k)).unwrap();
+        assert!(image::load_from_memory(&bytes).is_ok(), "{}", k.display());
+    }
+
+    // The audit commands read the same database.
+    let edge = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let db = dir.path().join("audit.db");
+    let listed = edge(&["sessions", "--db", db.to_str().unwrap()]);
+    assert!(
+        text(&listed.stdout).contains("REFER"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let csv = edge(&["export", "--db", db.to_str().unwrap(), "--session", "1"]);
+    assert_eq!(text(&csv.stdout).lines().count(), 13);
+    let report = dir.path().join("report");
+    let made = edge(&[
+        "report",
+        "--db",
+        db.to_str().unwrap(),
+        "--session",
+        "1",
+        "--out",
+        report.to_str().unwrap(),
+        "--flagged-dir",
+        dir.path().join("flagged").to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    assert!(report.join("report.html").exists());
+}
+
+/// A running `edge run` with a pipe on stdin and its stdout read line by line.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut command: Command, stderr: &Path) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Lines up to and including the first that satisfies `until`.
+    fn read_until(&self, until: impl Fn(&str) -> bool, stderr: &Path) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = until(&line);
+                    got.push(line);
+                    if done {
+                        return got;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "edge run did not print the expected line; got {got:?}\nstderr: {}",
+                    std::fs::read_to_string(stderr).unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_finishes_the_frame_closes_the_session_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let log = dir.path().join("stderr.log");
+    let mut run = Running::spawn(edge_run(dir.path(), &["--source", "-"]), &log);
+    for i in 0..3 {
+        run.send(&benign(i));
+    }
+    run.read_until(|l| l.starts_with("RESULT frame=3 "), &log);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let slide = run.read_until(|l| l.starts_with("SLIDE "), &log);
+    let status = run.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{slide:?}");
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let s = &store.sessions().unwrap()[0];
+    assert_eq!(s.state, SessionState::Closed);
+    assert_eq!(s.stop_reason, Some(StopReason::Shutdown));
+    assert_eq!(s.frames, 3);
+    assert_eq!(s.verdict.as_deref(), Some("insufficient"));
+}
+
+#[test]
+fn every_reported_result_survives_kill_9() {
+    const ROUNDS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let db = dir.path().join("audit.db");
+    let frames: Vec<Vec<u8>> = (0..8)
+        .map(|i| if i % 3 == 0 { blast(i) } else { benign(i) })
+        .collect();
+    for round in 0..ROUNDS {
+        let log = dir.path().join(format!("stderr-{round}.log"));
+        let mut run = Running::spawn(edge_run(dir.path(), &["--source", "-"]), &log);
+        // Feed frames from another thread until the pipe breaks (the process is killed).
+        let mut stdin = run.stdin.take().unwrap();
+        let feed = frames.clone();
+        let feeder = std::thread::spawn(move || {
+            for jpeg in feed.iter().cycle() {
+                if stdin.write_all(jpeg).is_err() {
+                    break;
+                }
+            }
+        });
+        let wanted = 1 + round % 6;
+        let lines = run.read_until(
+            |l| {
+                l.starts_with("RESULT ")
+                    && field(l, "frame").is_some_and(|f| f.parse::<usize>().unwrap() >= wanted)
+            },
+            &log,
+        );
+        run.child.kill().unwrap(); // SIGKILL
+        run.child.wait().unwrap();
+        feeder.join().unwrap();
+        // Whatever else reached stdout before the kill was reported too.
+        let mut reported: Vec<String> = lines;
+        reported.extend(run.lines.try_iter());
+        let reported: Vec<(u64, String)> = reported
+            .iter()
+            .filter(|l| l.starts_with("RESULT "))
+            .map(|l| {
+                (
+                    field(l, "frame").unwrap().parse().unwrap(),
+                    field(l, "label").unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(reported.len() >= wanted);
+
+        let store = Store::open_read_only(&db)
+            .unwrap_or_else(|e| panic!("round {round}: the database does not open: {e}"));
+        let sessions = store.sessions().unwrap();
+        assert_eq!(sessions.len(), round + 1, "round {round}");
+        let last = sessions.last().unwrap();
+        let stored = store.frames(last.id).unwrap();
+        for (seq, label) in &reported {
+            let row = stored
+                .iter()
+                .find(|r| r.frame.seq == *seq)
+                .unwrap_or_else(|| panic!("round {round}: reported frame {seq} is not stored"));
+            assert_eq!(row.frame.label.as_deref(), Some(label.as_str()));
+        }
+        // The session the previous kill left open was marked interrupted at this start.
+        for s in &sessions[..round] {
+            assert_eq!(s.state, SessionState::Interrupted, "round {round}: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn a_watched_folder_is_classified_as_files_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(incoming.join("before.jpg"), benign(1)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let watch = format!("watch:{}", incoming.display());
+    let mut run = Running::spawn(edge_run(dir.path(), &["--source", &watch]), &log);
+    run.read_until(|l| l.starts_with("SELFTEST check=camera"), &log);
+    // Written in two steps, as a slow writer would: read once complete, exactly once.
+    let bytes = blast(2);
+    let mut f = File::create(incoming.join("a.jpg")).unwrap();
+    f.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    f.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    drop(f);
+    std::fs::write(incoming.join("notes.txt"), "not a picture").unwrap();
+    std::fs::write(
+        incoming.join("fake.jpg"),
+        b"a text file named like a picture",
+    )
+    .unwrap();
+    std::fs::write(incoming.join("b.jpg"), benign(3)).unwrap();
+    run.read_until(|l| l.starts_with("RESULT frame=2 "), &log);
+    // Let a third result appear if one were (wrongly) coming, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let mut got: Vec<(String, String)> = store
+        .frames(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let name = Path::new(&r.frame.origin).file_name().unwrap();
+            (name.to_string_lossy().into_owned(), r.frame.label.unwrap())
+        })
+        .collect();
+    got.sort();
+    // Files arrive in any order; the file already there and the fake one are not rows.
+    assert_eq!(
+        got,
+        [
+            ("a.jpg".into(), "Pro".into()),
+            ("b.jpg".into(), "Benign".into())
+        ]
+    );
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("fake.jpg"), "{stderr}");
+}
+
+#[test]
+fn a_technician_drives_sessions_over_the_serial_line() {
+    use serialport::{SerialPort, TTYPort};
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let (mut technician, device_side) = TTYPort::pair().expect("pseudo-terminal pair");
+    technician.set_timeout(Duration::from_millis(20)).unwrap();
+    let path = device_side.name().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut run = Running::spawn(
+        edge_run(
+            dir.path(),
+            &[
+                "--source",
+                "-",
+                "--serial",
+                &path,
+                "--no-auto-start",
+                "--quiet",
+            ],
+        ),
+        &log,
+    );
+    let mut received = String::new();
+    let mut read_until = |technician: &mut TTYPort, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 1024];
+        while !received.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on the serial line; got {received:?}\nstderr: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            match technician.read(&mut buf) {
+                Ok(n) => received.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        received.clone()
+    };
+    read_until(&mut technician, "SELFTEST check=camera ok=true");
+    technician.write_all(b"ping\r\n").unwrap();
+    read_until(&mut technician, "PONG");
+    technician.write_all(b"FROB ; rm -rf /\n").unwrap();
+    read_until(&mut technician, "ERR code=unknown_command");
+    // Without a session (no auto start) frames are not classified.
+    run.send(&benign(1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("no slide session")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the frame without a session was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    technician.write_all(b"START slide-42\n").unwrap();
+    read_until(&mut technician, "OK command=START detail=slide-42");
+    run.send(&blast(2));
+    run.send(&benign(3));
+    read_until(
+        &mut technician,
+        "RESULT frame=2 slide=slide-42 label=Benign",
+    );
+    technician.write_all(b"STATUS\nMODEL\n").unwrap();
+    let seen = read_until(&mut technician, "MODEL name=tiny.onnx");
+    assert!(
+        seen.contains("STATUS state=screening slide=slide-42 frames=2"),
+        "{seen}"
+    );
+    technician.write_all(b"STOP\n").unwrap();
+    let seen = read_until(&mut technician, "SLIDE slide=slide-42");
+    assert!(
+        seen.contains("RESULT frame=1 slide=slide-42 label=Pro"),
+        "{seen}"
+    );
+    drop(run.stdin.take()); // end of stream: the program exits
+    let status = run.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let sessions = store.sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].slide_id.as_deref(), Some("slide-42"));
+    assert_eq!(sessions[0].stop_reason, Some(StopReason::Command));
+    assert_eq!(sessions[0].frames, 2);
+    drop(device_side);
+}
+
+#[test]
+fn a_model_that_does_not_match_its_pin_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let config = dir.path().join("leukoscope.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npaths = [{:?}]\n[model.sha256]\n\"tiny.onnx\" = \"{}\"\n",
+            model.display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
+    let out = command
+        .args(["run", "--config", config.to_str().unwrap(), "--source", "-"])
+        .arg("--db")
+        .arg(dir.path().join("audit.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("tiny.onnx") && err.contains("sha256"), "{err}");
+    assert!(
+        text(&out.stdout).contains("SELFTEST check=model ok=false"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // With the right pin it starts (and ends with the empty stream).
+    let digest = hex::encode(Sha256::digest(std::fs::read(&model).unwrap()));
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npaths = [{:?}]\n[model.sha256]\n\"tiny.onnx\" = \"{digest}\"\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["run", "--config", config.to_str().unwrap(), "--source", "-"])
+        .arg("--db")
+        .arg(dir.path().join("audit.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_missing_camera_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let out = edge_run(
+        dir.path(),
+        &["--source", "v4l2:/dev/video-leukoscope-missing"],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("/dev/video-leukoscope-missing"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

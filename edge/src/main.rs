@@ -223,6 +223,17 @@ struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     format: BenchFormat,
+    /// Also measure the whole device path, as `edge run --source -` runs it: an MJPEG stream of
+    /// synthetic smear frames → split, decode, quality gate, model, decision, SQLite commit (in a
+    /// scratch database), in committed frames per second, beside the inference-only figure.
+    #[arg(long)]
+    pipeline: bool,
+    /// `--pipeline`: frames per stream.
+    #[arg(long, default_value_t = 200)]
+    frames: usize,
+    /// `--pipeline`: stream resolutions, `WxH` comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,1280x720")]
+    resolutions: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -432,7 +443,16 @@ fn run(cli: Cli) -> Result<i32> {
                 None => edge::bench::sample_jpeg(),
             };
             let r = edge::bench::run(&model, &jpeg, a.runs, a.warmup, a.threads)?;
+            let streams = if a.pipeline {
+                bench_pipeline(&a, model.path())?
+            } else {
+                Vec::new()
+            };
             match a.format {
+                BenchFormat::Json if a.pipeline => println!(
+                    "{}",
+                    serde_json::json!({ "stages": r, "pipeline": streams })
+                ),
                 BenchFormat::Json => println!("{}", serde_json::to_string(&r)?),
                 BenchFormat::Table => {
                     println!(
@@ -446,11 +466,70 @@ fn run(cli: Cli) -> Result<i32> {
                         r.inference_ms_p50, r.inference_ms_p95
                     );
                     println!("frames/s        {:8.1}", r.fps);
+                    if a.pipeline {
+                        println!();
+                        println!(
+                            "end to end (MJPEG on stdin → committed rows), {} frames per stream:",
+                            a.frames
+                        );
+                        println!(
+                            "{:<11} {:>9} {:>9} {:>10} {:>9} {:>17}",
+                            "stream",
+                            "JPEG KiB",
+                            "rows",
+                            "frames/s",
+                            "ms/frame",
+                            "inference-only/s"
+                        );
+                        for s in &streams {
+                            println!(
+                                "{:<11} {:>9.1} {:>9} {:>10.1} {:>9.2} {:>17.1}",
+                                format!("{}x{}", s.width, s.height),
+                                s.jpeg_kib,
+                                s.recorded,
+                                s.fps,
+                                1e3 / s.fps,
+                                1e3 / r.inference_ms_p50
+                            );
+                        }
+                    }
                 }
             }
             Ok(0)
         }
     }
+}
+
+/// `edge bench --pipeline`: each resolution through a scratch device (own database, no outputs).
+fn bench_pipeline(
+    a: &BenchArgs,
+    model: &std::path::Path,
+) -> Result<Vec<edge::run::bench::PipelineBench>> {
+    let scratch = std::env::temp_dir().join(format!("leukoscope-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let mut results = Vec::new();
+    for (i, r) in a.resolutions.iter().enumerate() {
+        let (w, h) = parse_resolution(r)?;
+        let mut config = edge::config::RunConfig::default();
+        config.model.paths = vec![model.to_path_buf()];
+        config.model.threads = a.threads;
+        config.store.db = scratch.join(format!("bench-{i}.db"));
+        let result = edge::run::bench::pipeline(&config, w, h, a.frames);
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", config.store.db.display()));
+        }
+        results.push(result?);
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    Ok(results)
+}
+
+fn parse_resolution(r: &str) -> Result<(u32, u32)> {
+    r.split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .filter(|&(w, h): &(u32, u32)| w > 0 && h > 0)
+        .with_context(|| format!("resolution {r:?}: expected WIDTHxHEIGHT, e.g. 1280x720"))
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
@@ -535,10 +614,7 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
         c.slide.auto_start = false;
     }
     if let Some(r) = &a.resolution {
-        let (w, h) = r
-            .split_once(['x', 'X'])
-            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-            .with_context(|| format!("--resolution {r:?}: expected WIDTHxHEIGHT, e.g. 1280x720"))?;
+        let (w, h) = parse_resolution(r)?;
         c.source.width = w;
         c.source.height = h;
     }

@@ -583,3 +583,33 @@ fn a_missing_camera_is_a_clear_error_not_a_panic() {
     assert!(err.contains("/dev/video-leukoscope-missing"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn bench_pipeline_commits_every_frame_of_each_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["bench", "--model", model.to_str().unwrap()])
+        .args([
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--pipeline",
+            "--frames",
+            "6",
+        ])
+        .args(["--resolutions", "160x120,320x240", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams = v["pipeline"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    for (s, w) in streams.iter().zip([160, 320]) {
+        assert_eq!(s["width"], w);
+        assert_eq!(s["recorded"], 6, "{s}");
+        assert!(s["fps"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["stages"]["inference_ms_p50"].as_f64().unwrap() > 0.0);
+}

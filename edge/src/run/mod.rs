@@ -15,6 +15,7 @@
 //! a database error stops classifying (frames are then dropped, never half-recorded), says so
 //! on every output, and keeps what is stored; the exit status is then non-zero.
 
+pub mod bench;
 mod outputs;
 mod pipeline;
 mod selftest;
@@ -41,7 +42,7 @@ use crate::decision::{FrameKind, SlideTally, SlideVerdict};
 use crate::flagged::{CapPolicy, FlaggedImages};
 use crate::model::{ContractOverrides, OnnxClassifier};
 use crate::source::FrameData;
-use crate::source::{self, Frame, SourceEvent, SourceSpec};
+use crate::source::{self, Frame, SourceEvent, SourceHandle, SourceSpec};
 use crate::store::{self, FrameRecord, NewSession, SessionSummary, StopReason, Store, StoreError};
 use crate::variant::{Precision, Variant, VariantError};
 
@@ -357,6 +358,15 @@ impl Device {
                 return Err(RunError::Source(e.to_string()));
             }
         };
+        self.run_source(source, shutdown)
+    }
+
+    /// [`Device::run`] on a source that is already open.
+    pub fn run_source(
+        mut self,
+        source: SourceHandle,
+        shutdown: &AtomicBool,
+    ) -> Result<RunSummary, RunError> {
         let end_reason = loop {
             if shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested");

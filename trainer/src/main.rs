@@ -163,6 +163,10 @@ struct FitArgs {
     /// Start MobileNetV2's backbone from torchvision `mobilenet_v2` weights (.pth/.safetensors).
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Start from the best weights of an earlier leukoscope run (same model, size and classes):
+    /// fine-tuning, e.g. with new augmentation or a clinic's own pictures.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "pretrained")]
+    init_from: Option<PathBuf>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
@@ -207,6 +211,9 @@ struct AugmentArgs {
     /// Hue jitter in degrees (±).
     #[arg(long, default_value_t = 8.0)]
     hue: f32,
+    /// Colour-cast jitter: each channel scaled by its own factor in [1−g, 1+g].
+    #[arg(long, default_value_t = 0.15)]
+    channel_gain: f32,
     /// Probability of blanking the bottom-right scale-bar label area.
     #[arg(long, default_value_t = 0.5)]
     corner_erase: f32,
@@ -229,6 +236,7 @@ impl AugmentArgs {
             contrast: self.color_jitter,
             saturation: self.color_jitter,
             hue: self.hue,
+            channel_gain: self.channel_gain,
             corner_erase: self.corner_erase,
         }
     }
@@ -331,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
                     augment: a.augment.config(),
                     strict: a.strict,
                     pretrained: a.pretrained,
+                    init_from: a.init_from,
                     backend: a.backend,
                 }
             };

@@ -62,6 +62,9 @@ pub struct RunConfig {
     pub strict: bool,
     /// Torchvision MobileNetV2 weights the backbone started from, if any.
     pub pretrained: Option<PathBuf>,
+    /// The earlier run whose best weights this run started from, if any (fine-tuning).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// Compute backend.
     pub backend: BackendKind,
 }

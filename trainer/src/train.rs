@@ -157,6 +157,9 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         model = loaded;
         pretrained_report = Some(report);
     }
+    if let (None, Some(dir)) = (&previous, &config.init_from) {
+        model = init_from_run(model, dir, &config, &contract.labels)?;
+    }
     let steps_per_epoch = train.len().div_ceil(config.batch);
     let mut optim = build_optimizer(config.optimizer, config.weight_decay);
     let mut scheduler = build_schedule(config.schedule, config.lr, steps_per_epoch * config.epochs)
@@ -463,4 +466,43 @@ fn load_checkpoint(
     let state: TrainState = read_json(&dir.join("state.json"))?;
     let history: Vec<EpochRecord> = read_json(&dir.join("history.json"))?;
     Ok((model, optim, scheduler, state, history))
+}
+
+/// Loads the best weights of the run in `dir` into `model`, after checking it is the same
+/// architecture, input size and label list.
+fn init_from_run(
+    model: Classifier,
+    dir: &Path,
+    config: &RunConfig,
+    labels: &[String],
+) -> Result<Classifier> {
+    let earlier = RunDir(dir.to_path_buf());
+    let file = earlier
+        .load_run()
+        .map_err(|e| anyhow::anyhow!("--init-from {}: {e}", dir.display()))?;
+    let contract = earlier.load_contract()?;
+    if file.config.model != config.model || file.config.size != config.size {
+        bail!(
+            "--init-from {}: that run trained {:?} at {} px, this one {:?} at {} px",
+            dir.display(),
+            file.config.model,
+            file.config.size,
+            config.model,
+            config.size
+        );
+    }
+    if contract.labels != labels {
+        bail!(
+            "--init-from {}: its labels {:?} differ from this dataset's {:?}",
+            dir.display(),
+            contract.labels,
+            labels
+        );
+    }
+    let path = earlier.best_model();
+    let model = model
+        .try_load_file(&path)
+        .map_err(|e| anyhow::anyhow!("--init-from {}: cannot load weights: {e}", path.display()))?;
+    eprintln!("init-from: started from {}", path.display());
+    Ok(model)
 }

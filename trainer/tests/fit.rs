@@ -180,6 +180,52 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_run_can_start_from_an_earlier_runs_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 2, 12, 24, 8);
+    let fit = |out: &std::path::Path, size: &str, extra: &[&str]| {
+        let mut a = vec![
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "cnn",
+            "--size",
+            size,
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--no-evaluate",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        trainer(&a)
+    };
+    let first = dir.path().join("first");
+    let out = fit(&first, "24", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = dir.path().join("second");
+    let out = fit(&second, "24", &["--init-from", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("init-from: started from"));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["init_from"], first.to_str().unwrap());
+    // Another input size is another model: refused, naming the earlier run.
+    let third = dir.path().join("third");
+    let out = fit(&third, "32", &["--init-from", first.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--init-from") && err.contains("24 px"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_datasets_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Conformance of leukoscope's int8 ONNX files (from `quantize`) with onnxruntime.
 
-For every `NAME.onnx` in DIR (written with `NAME.json` by quantize/tests/conformance.rs when
+For every `NAME.onnx` in DIR (written with `NAME.json` by quantize/tests/conformance.rs, or for
+the shipped model by tests/tests/shipped_model.rs with its inputs in a raw `NAME.f32` file, when
 LEUKOSCOPE_CONFORMANCE_DIR is set), checks that:
   * the `onnx` package's checker accepts the model (full check, with shape inference),
   * it uses only default-domain operators (standard ONNX, no com.microsoft ones),
@@ -45,7 +46,15 @@ def check(model_path: pathlib.Path) -> list[str]:
     reference = json.loads(model_path.with_suffix(".json").read_text())
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     same, worst = 0, 0.0
-    cases = reference["cases"]
+    if "inputs_file" in reference:
+        # Large evaluation sets: the inputs as raw little-endian f32, one after the other.
+        raw = np.fromfile(model_path.parent / reference["inputs_file"], dtype="<f4")
+        inputs = raw.reshape([-1] + list(reference["shape"][1:]))
+        cases = [{"input": x, "tract": t} for x, t in zip(inputs, reference["tract"])]
+        if len(cases) != len(reference["tract"]):
+            problems.append(f"{len(inputs)} inputs for {len(reference['tract'])} tract results")
+    else:
+        cases = reference["cases"]
     for case in cases:
         x = np.asarray(case["input"], dtype=np.float32).reshape(reference["shape"])
         probs = session.run(["probabilities"], {"image": x})[0][0]

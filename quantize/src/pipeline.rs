@@ -356,6 +356,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), QuantizeError> {
         path: path.to_path_buf(),
         reason: format!("cannot write: {e}"),
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     let mut tmp = PathBuf::from(path);
     tmp.set_extension("onnx.partial");
     std::fs::write(&tmp, bytes).map_err(io)?;

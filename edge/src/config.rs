@@ -111,6 +111,10 @@ pub struct SourceConfig {
     pub spec: String,
     /// Stop the program when a finite source (stdin, files) ends.
     pub exit_on_end: bool,
+    /// 0: classify the centre square of each frame (the default, like the training pictures).
+    /// N: cut each frame into a centred grid of N×N tiles at full resolution and classify each
+    /// tile on its own (per-tile results; see `edge::source::tiles`).
+    pub tile: u32,
     /// Camera: wanted frame width.
     pub width: u32,
     /// Camera: wanted frame height.
@@ -137,6 +141,7 @@ impl Default for SourceConfig {
         SourceConfig {
             spec: "v4l2:/dev/video0".into(),
             exit_on_end: true,
+            tile: 0,
             width: o.width,
             height: o.height,
             fps: o.fps,

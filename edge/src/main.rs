@@ -175,6 +175,10 @@ struct RunArgs {
     /// Keep running when a finite source (stdin, files) ends.
     #[arg(long)]
     keep_running: bool,
+    /// Cut each frame into a centred grid of N×N tiles at full resolution and classify each on
+    /// its own (default 0: the centre square of the frame, resized to the model input).
+    #[arg(long, value_name = "N")]
+    tile: Option<u32>,
     /// Print no event lines on stdout.
     #[arg(long)]
     quiet: bool,
@@ -623,6 +627,9 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if a.keep_running {
         c.source.exit_on_end = false;
+    }
+    if let Some(t) = a.tile {
+        c.source.tile = t;
     }
     c.check()?;
     Ok(c)

@@ -613,3 +613,71 @@ fn bench_pipeline_commits_every_frame_of_each_stream() {
     }
     assert!(v["stages"]["inference_ms_p50"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn tiled_frames_give_one_recorded_result_per_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let stream: Vec<u8> = [benign(1), blast(2)].concat();
+    let stream_file = dir.path().join("stream.mjpeg");
+    std::fs::write(&stream_file, &stream).unwrap();
+    let flagged = dir.path().join("flagged");
+    let out = edge_run(
+        dir.path(),
+        &[
+            "--source",
+            "-",
+            "--tile",
+            "160",
+            "--flagged-dir",
+            flagged.to_str().unwrap(),
+        ],
+    )
+    .stdin(File::open(&stream_file).unwrap())
+    .output()
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+    // 320×240 frames hold a 2×1 grid of 160 px tiles, each gated and classified on its own
+    // (a tile without stained cells is a retake, the other tile of its frame still counts).
+    let mut seen = Vec::new();
+    for l in stdout.lines() {
+        let frame = field(l, "frame");
+        if l.starts_with("RESULT ") {
+            let expected = if frame == Some("1") { "Benign" } else { "Pro" };
+            assert_eq!(field(l, "label"), Some(expected), "{l}");
+        } else if l.starts_with("RETAKE ") {
+            assert_eq!(field(l, "reason"), Some("empty"), "{l}");
+        } else {
+            continue;
+        }
+        seen.push((
+            frame.unwrap().to_string(),
+            field(l, "tile").unwrap().to_string(),
+        ));
+    }
+    let expected: Vec<(String, String)> = [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(seen, expected, "{stdout}");
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let rows = store.frames(1).unwrap();
+    let tiles: Vec<(u64, Option<u32>)> = rows.iter().map(|r| (r.frame.seq, r.frame.tile)).collect();
+    assert_eq!(
+        tiles,
+        [(1, Some(0)), (1, Some(1)), (2, Some(0)), (2, Some(1))]
+    );
+    // A flagged tile keeps the tile's own pixels.
+    let kept = rows
+        .iter()
+        .find_map(|r| r.frame.kept_image.as_ref())
+        .expect("a blast tile kept");
+    let tile = image::open(flagged.join(kept)).unwrap();
+    assert_eq!((tile.width(), tile.height()), (160, 160));
+}

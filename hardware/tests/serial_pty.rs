@@ -29,6 +29,7 @@ fn answer(line: &mut SerialLine<TTYPort>, command: Command, slide: &mut Option<S
                     confidence: 0.9,
                     decision: Decision::Normal,
                     time: Timestamp(0),
+                    tile: None,
                 })
                 .unwrap();
             }

@@ -222,6 +222,7 @@ impl Device {
                     &model.classifier,
                     config.quality.clone(),
                     config.decision.clone(),
+                    config.source.tile,
                 );
                 outputs.status = DeviceStatus::idle();
                 outputs.refresh();
@@ -693,7 +694,21 @@ impl Device {
         session.seq += 1;
         session.last_frame = Instant::now();
         let seq = session.seq;
-        let session_id = session.id;
+        for part in &processed {
+            if !self.record_and_announce(frame, seq, part) {
+                return;
+            }
+        }
+    }
+
+    /// Records one result (a frame, or a tile of it) and, once committed, shows and sends it.
+    /// False when the database refused it (classifying has stopped).
+    fn record_and_announce(&mut self, frame: &Frame, seq: u64, processed: &Processed) -> bool {
+        let session_id = self
+            .session
+            .as_ref()
+            .expect("a frame belongs to a session")
+            .id;
         let time = Utc::now();
         let (decision, label, confidence, probabilities, retake, flagged) = match &processed.outcome
         {
@@ -722,7 +737,7 @@ impl Device {
             ),
         };
         let kept_image = if flagged {
-            self.keep_flagged(frame, session_id, seq)
+            self.keep_flagged(frame, session_id, seq, processed.tile.as_ref())
         } else {
             None
         };
@@ -743,24 +758,37 @@ impl Device {
             model_sha256: self.model.sha256.clone(),
             software_version: SOFTWARE_VERSION.into(),
             kept_image,
-            tile: None,
+            tile: processed.tile.as_ref().map(|(i, _)| *i),
         };
         // Committed before anything is shown or sent.
         if let Err(e) = self.store.record_frame(&record) {
             self.store_failed(e);
-            return;
+            return false;
         }
         self.summary.recorded += 1;
-        self.announce(seq, &processed, time);
+        self.announce(seq, processed, time);
+        true
     }
 
-    fn keep_flagged(&mut self, frame: &Frame, session: i64, seq: u64) -> Option<PathBuf> {
+    /// Keeps the picture of a flagged result: the frame as received, or the tile's pixels.
+    fn keep_flagged(
+        &mut self,
+        frame: &Frame,
+        session: i64,
+        seq: u64,
+        tile: Option<&(u32, image::RgbImage)>,
+    ) -> Option<PathBuf> {
         let flagged = self.flagged.as_mut()?;
-        let kept = match &frame.data {
-            FrameData::Encoded(bytes) => {
+        let kept = match (tile, &frame.data) {
+            (Some((i, pixels)), _) => {
+                flagged.keep_rgb(&mut self.store, session, seq, Some(*i), pixels)
+            }
+            (None, FrameData::Encoded(bytes)) => {
                 flagged.keep_encoded(&mut self.store, session, seq, None, bytes)
             }
-            FrameData::Rgb(image) => flagged.keep_rgb(&mut self.store, session, seq, None, image),
+            (None, FrameData::Rgb(image)) => {
+                flagged.keep_rgb(&mut self.store, session, seq, None, image)
+            }
         };
         match kept {
             Ok(path) => path,
@@ -786,6 +814,7 @@ impl Device {
                         frame: seq,
                         reason,
                         time: stamp,
+                        tile: processed.tile.as_ref().map(|(i, _)| *i),
                     },
                     LastFrame::Retake(reason),
                 )
@@ -804,6 +833,7 @@ impl Device {
                             FrameKind::Uncertain => hardware::serial::protocol::Decision::Uncertain,
                         },
                         time: stamp,
+                        tile: processed.tile.as_ref().map(|(i, _)| *i),
                     },
                     LastFrame::Classified {
                         label: decision.label.clone(),

@@ -1,5 +1,6 @@
-//! One frame's way through the device: decode → quality gate → preprocess → inference →
-//! decision. Allocation-free per frame apart from decoding and the probabilities.
+//! One frame's way through the device: decode → (tiles) → quality gate → preprocess →
+//! inference → decision. Allocation-free per frame apart from decoding, tiling and the
+//! probabilities.
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -40,9 +41,11 @@ pub enum Outcome {
     },
 }
 
-/// A processed frame.
+/// A processed frame, or one tile of it.
 #[derive(Debug, Clone)]
 pub struct Processed {
+    /// The tile index (row by row from the top left) and its pixels, when frames are tiled.
+    pub tile: Option<(u32, RgbImage)>,
     /// SHA-256 of the frame as received (encoded bytes, or raw RGB for raw frames).
     pub sha256: String,
     /// Decoded width.
@@ -61,25 +64,35 @@ pub struct FramePipeline {
     pre: Preprocessor,
     input: Vec<f32>,
     decision: DecisionConfig,
+    tile: u32,
 }
 
 impl FramePipeline {
-    /// A pipeline for `model`'s contract.
-    pub fn new(model: &OnnxClassifier, quality: QualityConfig, decision: DecisionConfig) -> Self {
+    /// A pipeline for `model`'s contract. `tile` 0 classifies the centre crop of each frame;
+    /// otherwise each frame is cut into `tile`×`tile` tiles, each gated and classified on its
+    /// own ([`crate::source::tiles`]).
+    pub fn new(
+        model: &OnnxClassifier,
+        quality: QualityConfig,
+        decision: DecisionConfig,
+        tile: u32,
+    ) -> Self {
         FramePipeline {
             gate: QualityGate::new(quality),
             pre: Preprocessor::new(model.contract().clone()),
             input: vec![0.0; model.contract().input_len()],
             decision,
+            tile,
         }
     }
 
-    /// Runs one frame through the gate and, when it passes, through the model.
+    /// Runs one frame through the gate and, when it passes, through the model: one result, or
+    /// one per tile.
     pub fn process(
         &mut self,
         model: &OnnxClassifier,
         frame: &Frame,
-    ) -> Result<Processed, FrameError> {
+    ) -> Result<Vec<Processed>, FrameError> {
         let decoded;
         let (sha256, image): (String, &RgbImage) = match &frame.data {
             FrameData::Encoded(bytes) => {
@@ -91,18 +104,47 @@ impl FramePipeline {
             }
             FrameData::Rgb(img) => (hex::encode(Sha256::digest(img.as_raw())), img),
         };
+        let (width, height) = image.dimensions();
+        if self.tile == 0 {
+            let (quality, outcome) = self.judge(model, image)?;
+            return Ok(vec![Processed {
+                tile: None,
+                sha256,
+                width,
+                height,
+                quality,
+                outcome,
+            }]);
+        }
+        let mut out = Vec::new();
+        for (i, t) in crate::source::tiles::tiles(image, self.tile)
+            .into_iter()
+            .enumerate()
+        {
+            let (quality, outcome) = self.judge(model, &t.image)?;
+            out.push(Processed {
+                tile: Some((i as u32, t.image)),
+                sha256: sha256.clone(),
+                width,
+                height,
+                quality,
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    fn judge(
+        &mut self,
+        model: &OnnxClassifier,
+        image: &RgbImage,
+    ) -> Result<(QualityFigures, Outcome), FrameError> {
         let (quality, retake) = self.gate.assess(image);
         let outcome = match retake {
             Some(reason) => Outcome::Retake(reason),
             None => self.classify(model, image)?,
         };
-        Ok(Processed {
-            sha256,
-            width: image.width(),
-            height: image.height(),
-            quality,
-            outcome,
-        })
+        Ok((quality, outcome))
     }
 
     fn classify(

@@ -364,6 +364,7 @@ mod tests {
                 frame,
                 reason: RetakeReason::Empty,
                 time: Timestamp(0),
+                tile: None,
             })
             .unwrap();
         }
@@ -386,6 +387,7 @@ mod tests {
             confidence: 0.5,
             decision: Decision::Uncertain,
             time: Timestamp(0),
+            tile: None,
         })
         .unwrap();
         line.port.output.clear();

@@ -187,6 +187,8 @@ pub enum Event {
         decision: Decision,
         /// When.
         time: Timestamp,
+        /// The tile of the frame, when frames are tiled (the field is sent only then).
+        tile: Option<u32>,
     },
     /// A frame was rejected.
     Retake {
@@ -196,6 +198,8 @@ pub enum Event {
         reason: RetakeReason,
         /// When.
         time: Timestamp,
+        /// The tile of the frame, when frames are tiled (the field is sent only then).
+        tile: Option<u32>,
     },
     /// A slide summary.
     Slide(SlideSummary),
@@ -342,23 +346,37 @@ impl Event {
                 confidence,
                 decision,
                 time,
-            } => vec![
-                f("frame", (*frame).into()),
-                f("slide", slide.as_ref().into()),
-                f("label", label.as_str().into()),
-                f("confidence", Value::Fixed(f64::from(*confidence), 3)),
-                f("decision", decision.as_str().into()),
-                f("time", time.to_string().into()),
-            ],
+                tile,
+            } => {
+                let mut v = vec![
+                    f("frame", (*frame).into()),
+                    f("slide", slide.as_ref().into()),
+                    f("label", label.as_str().into()),
+                    f("confidence", Value::Fixed(f64::from(*confidence), 3)),
+                    f("decision", decision.as_str().into()),
+                    f("time", time.to_string().into()),
+                ];
+                if let Some(t) = tile {
+                    v.push(f("tile", u64::from(*t).into()));
+                }
+                v
+            }
             Event::Retake {
                 frame,
                 reason,
                 time,
-            } => vec![
-                f("frame", (*frame).into()),
-                f("reason", reason.as_str().into()),
-                f("time", time.to_string().into()),
-            ],
+                tile,
+            } => {
+                let mut v = vec![
+                    f("frame", (*frame).into()),
+                    f("reason", reason.as_str().into()),
+                    f("time", time.to_string().into()),
+                ];
+                if let Some(t) = tile {
+                    v.push(f("tile", u64::from(*t).into()));
+                }
+                v
+            }
             Event::Slide(s) => {
                 let mut v = vec![
                     f("slide", s.slide.as_str().into()),
@@ -783,6 +801,7 @@ mod tests {
             confidence: 0.9744,
             decision: Decision::Normal,
             time: T,
+            tile: None,
         }
     }
 
@@ -810,6 +829,7 @@ mod tests {
                     frame: 38,
                     reason: RetakeReason::Focus,
                     time: T,
+                    tile: None,
                 },
                 "RETAKE frame=38 reason=focus time=2025-01-02T03:04:05.678Z",
             ),
@@ -928,6 +948,17 @@ mod tests {
         }
         assert!(e.to_line(Format::Text).contains(" confidence=- "));
         assert!(e.to_line(Format::Json).contains(r#""confidence":null"#));
+    }
+
+    #[test]
+    fn the_tile_field_is_sent_only_for_tiled_frames() {
+        let mut e = result();
+        assert!(!e.to_line(Format::Text).contains("tile"));
+        if let Event::Result { tile, .. } = &mut e {
+            *tile = Some(2);
+        }
+        assert!(e.to_line(Format::Text).ends_with(" tile=2"));
+        assert!(e.to_line(Format::Json).ends_with(r#","tile":2}"#));
     }
 
     #[test]

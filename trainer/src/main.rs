@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on a labeled folder, then evaluate it on the held-out test split.
-    Fit(FitArgs),
+    Fit(Box<FitArgs>),
     /// Evaluate a run's best model: its test split, or every image of another labeled folder.
     Evaluate(EvaluateArgs),
     /// Measure training throughput (images/s) on random data.

@@ -1,0 +1,186 @@
+//! The shipped model (`models/*.onnx`) through `edge classify` on pictures of the shared
+//! dataset: each gets its folder's label with high confidence. Reported as ignored when the
+//! dataset is not there (a fresh clone); the models themselves must always be there.
+//!
+//! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped int8 model is also written there with the
+//! test split of its manifest (`models/<name>.manifest.csv`) as inputs and tract's probabilities,
+//! for `tests/quantize_conformance.py` to compare with onnxruntime (run by .ci/run).
+
+use std::path::PathBuf;
+
+use leukoscope_tests::{run, shared_data, shipped_models, text};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Per class, this many pictures (the first by name) are classified.
+const PER_CLASS: usize = 5;
+
+fn classify_with(model: PathBuf) -> Result<(), Failed> {
+    let data = shared_data().join("all-taleqani");
+    let mut files = Vec::new();
+    for class in ["Benign", "Early", "Pre", "Pro"] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(data.join(class))
+            .map_err(|e| format!("{}: {e}", data.join(class).display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+            .collect();
+        names.sort();
+        files.extend(names.into_iter().take(PER_CLASS).map(|p| (class, p)));
+    }
+    let mut args = vec![
+        "classify".to_string(),
+        "--model".into(),
+        model.display().to_string(),
+        "--format".into(),
+        "jsonl".into(),
+    ];
+    args.extend(files.iter().map(|(_, p)| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("edge", &args);
+    if !out.status.success() {
+        return Err(format!("edge classify failed\n{}", text(&out)).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not JSON lines: {e}\n{stdout}"))?;
+    if rows.len() != files.len() {
+        return Err(format!("{} rows for {} files\n{stdout}", rows.len(), files.len()).into());
+    }
+    let mut wrong = Vec::new();
+    for ((class, file), row) in files.iter().zip(&rows) {
+        let confidence = row["confidence"].as_f64().unwrap_or(0.0);
+        if row["label"] != *class || confidence < 0.9 {
+            wrong.push(format!(
+                "{}: expected {class}, got {} ({confidence:.3})",
+                file.display(),
+                row["label"]
+            ));
+        }
+    }
+    // 20 pictures, most of them seen in training: at most one may miss.
+    if wrong.len() > 1 {
+        return Err(format!(
+            "{} of {} wrong:\n{}",
+            wrong.len(),
+            rows.len(),
+            wrong.join("\n")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Writes `NAME.onnx`, `NAME.f32` (inputs) and `NAME.json` (shape, tract's probabilities) for
+/// the onnxruntime check.
+fn conformance_dump(model_path: PathBuf, out: PathBuf) -> Result<(), Failed> {
+    use std::io::Write;
+    let model = edge::model::OnnxClassifier::load(&model_path, &Default::default())
+        .map_err(|e| e.to_string())?;
+    let manifest = manifest_of(&model_path)?;
+    let selection = edge::evaluate::Selection {
+        manifest: Some((manifest, "test".into())),
+    };
+    let data = shared_data().join("all-taleqani");
+    let files = edge::evaluate::labeled_files(&data, &model.contract().labels, &selection)
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let stem = model_path
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut raw = std::io::BufWriter::new(
+        std::fs::File::create(out.join(format!("{stem}.f32"))).map_err(|e| e.to_string())?,
+    );
+    let mut tract = Vec::new();
+    for (file, _) in &files {
+        let img = edge::preprocess::decode_image(file).map_err(|e| e.to_string())?;
+        let x =
+            edge::preprocess::image_to_input(&img, model.contract()).map_err(|e| e.to_string())?;
+        for v in &x {
+            raw.write_all(&v.to_le_bytes()).map_err(|e| e.to_string())?;
+        }
+        tract.push(model.probabilities(&x).map_err(|e| e.to_string())?);
+    }
+    raw.flush().map_err(|e| e.to_string())?;
+    let c = model.contract();
+    let doc = serde_json::json!({
+        "shape": [1, 3, c.input_height, c.input_width],
+        "inputs_file": format!("{stem}.f32"),
+        "tract": tract,
+    });
+    std::fs::write(out.join(format!("{stem}.json")), doc.to_string()).map_err(|e| e.to_string())?;
+    std::fs::copy(&model_path, out.join(format!("{stem}.onnx"))).map_err(|e| e.to_string())?;
+    eprintln!(
+        "{stem}: {} test-split inputs written to {}",
+        files.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `models/all-x-int8.onnx` → `models/all-x.manifest.csv` (the training run's split).
+fn manifest_of(model: &std::path::Path) -> Result<PathBuf, Failed> {
+    let stem = model.file_stem().unwrap().to_string_lossy();
+    let base = stem
+        .strip_suffix("-int8")
+        .or_else(|| stem.strip_suffix("-f32"))
+        .unwrap_or(&stem);
+    let manifest = model.with_file_name(format!("{base}.manifest.csv"));
+    if manifest.is_file() {
+        Ok(manifest)
+    } else {
+        Err(format!("{}: no manifest beside the model", manifest.display()).into())
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let present = shared_data().join("all-taleqani").is_dir();
+    let models = shipped_models();
+    let mut tests = vec![Trial::test("models_folder_holds_a_model", {
+        let n = models.len();
+        move || {
+            if n == 0 {
+                Err("no .onnx file in models/".into())
+            } else {
+                Ok(())
+            }
+        }
+    })];
+    let dump = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR").map(PathBuf::from);
+    for model in &models {
+        let is_int8 = edge::model::OnnxClassifier::load(model, &Default::default())
+            .map(|m| edge::variant::Precision::of(&m) == edge::variant::Precision::Int8)
+            .unwrap_or(false);
+        if let (Some(out), true) = (&dump, is_int8) {
+            let (model, out) = (model.clone(), out.clone());
+            let name = model.file_name().unwrap().to_string_lossy().into_owned();
+            tests.push(
+                Trial::test(format!("conformance_dump_{name}"), move || {
+                    conformance_dump(model, out)
+                })
+                .with_ignored_flag(!present),
+            );
+        }
+    }
+    for model in models {
+        let name = model.file_name().unwrap().to_string_lossy().into_owned();
+        tests.push(
+            Trial::test(format!("edge_classify_with_{name}"), move || {
+                classify_with(model)
+            })
+            .with_ignored_flag(!present),
+        );
+    }
+    if !present {
+        eprintln!(
+            "all-taleqani not found under {} (set LEUKOSCOPE_DATA): the shipped-model checks are reported as ignored",
+            shared_data().display()
+        );
+    }
+    libtest_mimic::run(&args, tests).exit();
+}

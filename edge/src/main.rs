@@ -248,7 +248,8 @@ enum BenchFormat {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// The ONNX model (default: the model shipped in `models/`, if there is one).
+    /// The ONNX model (default: the first `.onnx` file in `./models/`, i.e. the shipped f32 model
+    /// when run from the repository; the file used is printed on stderr).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Override the labels, comma-separated in model output order (for foreign models).
@@ -269,7 +270,12 @@ impl ModelArgs {
     fn load(&self) -> Result<OnnxClassifier> {
         let path = match &self.model {
             Some(p) => p.clone(),
-            None => shipped_model()?,
+            None => {
+                let path = shipped_model()?;
+                // Said every time: `models/` is relative to the working directory.
+                eprintln!("model: {} (no --model given)", path.display());
+                path
+            }
         };
         let triple = |flag: &str, v: &Option<Vec<f32>>| -> Result<Option<[f32; 3]>> {
             match v.as_deref() {

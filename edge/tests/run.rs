@@ -681,3 +681,90 @@ fn tiled_frames_give_one_recorded_result_per_tile() {
     let tile = image::open(flagged.join(kept)).unwrap();
     assert_eq!((tile.width(), tile.height()), (160, 160));
 }
+
+/// A tmpfs of `size` mounted on `dir` for a test (needs root); unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let Some(fs) = Tmpfs::mount(&disk, "1m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = fs.0.join("audit.db");
+    let log = dir.path().join("stderr.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
+    command
+        .args(["run", "--source", "-", "--model"])
+        .arg(dir.path().join("tiny.onnx"))
+        .arg("--db")
+        .arg(&db)
+        .env("RUST_LOG", "info");
+    // The free-space floor is off so the database itself runs into the full disk.
+    let config = dir.path().join("leukoscope.toml");
+    std::fs::write(&config, "[store]\nmin_free_mib = 0\n").unwrap();
+    command.arg("--config").arg(&config);
+    let mut run = Running::spawn(command, &log);
+    let mut stdin = run.stdin.take().unwrap();
+    let frames: Vec<Vec<u8>> = (0..4).map(blast).collect();
+    let feeder = std::thread::spawn(move || {
+        for jpeg in frames.iter().cycle().take(5000) {
+            if stdin.write_all(jpeg).is_err() {
+                break;
+            }
+        }
+        // Dropping stdin ends the stream.
+    });
+    let lines = run.read_until(|l| l.starts_with("ERROR code=disk_full"), &log);
+    feeder.join().unwrap();
+    let status = run.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a fault that stopped classifying exits 1"
+    );
+    let reported: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.starts_with("RESULT "))
+        .map(|l| field(l, "frame").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        reported.len() > 5,
+        "some results fit before the disk was full"
+    );
+    // Everything reported is stored, and the database opens and reads cleanly.
+    let store = Store::open_read_only(&db).unwrap();
+    let stored: Vec<u64> = store
+        .frames(1)
+        .unwrap()
+        .iter()
+        .map(|r| r.frame.seq)
+        .collect();
+    for seq in &reported {
+        assert!(stored.contains(seq), "reported frame {seq} is not stored");
+    }
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("disk full"), "{stderr}");
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::decision::{DecisionConfig, SlideRule};
 use crate::quality::QualityConfig;
-use crate::source::{CameraFormat, SourceOptions};
+use crate::source::SourceOptions;
 
 /// Reading the configuration failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +102,8 @@ impl Default for ModelConfig {
     }
 }
 
-/// `[source]`: the source spec, whether the program ends with it, and how it reads (the keys
-/// of [`SourceOptions`], same names and defaults).
+/// `[source]`: the source spec, whether the program ends with it, the framing; how the source
+/// reads is `[source.options]` ([`SourceOptions`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
@@ -115,59 +115,17 @@ pub struct SourceConfig {
     /// N: cut each frame into a centred grid of N×N tiles at full resolution and classify each
     /// tile on its own (per-tile results; see `edge::source::tiles`).
     pub tile: u32,
-    /// Camera: wanted frame width.
-    pub width: u32,
-    /// Camera: wanted frame height.
-    pub height: u32,
-    /// Camera: wanted frames per second.
-    pub fps: u32,
-    /// Camera: `auto`, `mjpeg` or `yuyv`.
-    pub format: CameraFormat,
-    /// Largest accepted frame or file in bytes.
-    pub max_frame_bytes: usize,
-    /// `watch:`: scan interval in milliseconds.
-    pub poll_interval_ms: u64,
-    /// `watch:`: also read the files already there at start.
-    pub watch_existing: bool,
-    /// Camera: frames dropped after (re)opening.
-    pub warmup_frames: u32,
-    /// Camera: longest wait between reopen attempts, in milliseconds.
-    pub retry_max_ms: u64,
+    /// Camera mode, frame size limit, folder scanning.
+    pub options: SourceOptions,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        let o = SourceOptions::default();
         SourceConfig {
             spec: "v4l2:/dev/video0".into(),
             exit_on_end: true,
             tile: 0,
-            width: o.width,
-            height: o.height,
-            fps: o.fps,
-            format: o.format,
-            max_frame_bytes: o.max_frame_bytes,
-            poll_interval_ms: o.poll_interval_ms,
-            watch_existing: o.watch_existing,
-            warmup_frames: o.warmup_frames,
-            retry_max_ms: o.retry_max_ms,
-        }
-    }
-}
-
-impl SourceConfig {
-    /// How the source reads.
-    pub fn options(&self) -> SourceOptions {
-        SourceOptions {
-            width: self.width,
-            height: self.height,
-            fps: self.fps,
-            format: self.format,
-            max_frame_bytes: self.max_frame_bytes,
-            poll_interval_ms: self.poll_interval_ms,
-            watch_existing: self.watch_existing,
-            warmup_frames: self.warmup_frames,
-            retry_max_ms: self.retry_max_ms,
+            options: SourceOptions::default(),
         }
     }
 }

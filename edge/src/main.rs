@@ -297,17 +297,10 @@ impl ModelArgs {
 /// The first `.onnx` file in `models/` (sorted by name).
 fn shipped_model() -> Result<PathBuf> {
     let dir = PathBuf::from("models");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    match found.into_iter().next() {
+    match edge::variant::model_files(&dir)
+        .ok()
+        .and_then(|f| f.into_iter().next())
+    {
         Some(p) => Ok(p),
         None => bail!(
             "no --model given and no model shipped in {}/",
@@ -625,11 +618,11 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if let Some(r) = &a.resolution {
         let (w, h) = parse_resolution(r)?;
-        c.source.width = w;
-        c.source.height = h;
+        c.source.options.width = w;
+        c.source.options.height = h;
     }
     if let Some(f) = a.fps {
-        c.source.fps = f;
+        c.source.options.fps = f;
     }
     if a.keep_running {
         c.source.exit_on_end = false;

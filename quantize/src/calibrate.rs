@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use edge::contract::ModelContract;
+use edge::evaluate::EvaluateError;
 use edge::preprocess::{Preprocessor, decode_image};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
@@ -45,45 +46,30 @@ impl ImageSet {
         if !dir.is_dir() {
             return Err(err("not a folder (or cannot be read)".into()));
         }
-        let files = match &source.manifest {
-            Some((manifest, split)) => from_manifest(dir, manifest, split, contract)?,
-            None => {
-                let mut classes: Vec<String> = std::fs::read_dir(dir)
-                    .map_err(|e| err(format!("cannot read folder: {e}")))?
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect();
-                classes.sort();
-                if classes.is_empty() {
-                    edge::classify::expand_paths(std::slice::from_ref(dir))
-                        .into_iter()
-                        .map(|p| (p, None))
-                        .collect()
-                } else {
-                    let unknown: Vec<&String> = classes
-                        .iter()
-                        .filter(|c| contract.label_index(c).is_none())
-                        .collect();
-                    if !unknown.is_empty() {
-                        return Err(err(format!(
-                            "subfolder(s) {unknown:?} are not labels of this model ({:?}); a labeled folder has one subfolder per label",
-                            contract.labels
-                        )));
-                    }
-                    let mut files = Vec::new();
-                    for c in &classes {
-                        let k = contract.label_index(c).expect("checked above");
-                        files.extend(
-                            edge::classify::expand_paths(&[dir.join(c)])
-                                .into_iter()
-                                .map(|p| (p, Some(k))),
-                        );
-                    }
-                    files
-                }
-            }
+        // Labeled folders and manifests are read exactly as `edge evaluate` reads them.
+        let labeled = |manifest: Option<(PathBuf, String)>| {
+            edge::evaluate::labeled_files(
+                dir,
+                &contract.labels,
+                &edge::evaluate::Selection { manifest },
+            )
+            .map(|files| files.into_iter().map(|(p, k)| (p, Some(k))).collect())
+            .map_err(|e| match e {
+                EvaluateError::Folder { path, reason } => QuantizeError::Data { path, reason },
+                other => err(other.to_string()),
+            })
+        };
+        let has_subfolders = std::fs::read_dir(dir)
+            .map_err(|e| err(format!("cannot read folder: {e}")))?
+            .flatten()
+            .any(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'));
+        let files: Vec<(PathBuf, Option<usize>)> = if source.manifest.is_some() || has_subfolders {
+            labeled(source.manifest.clone())?
+        } else {
+            edge::classify::expand_paths(std::slice::from_ref(dir))
+                .into_iter()
+                .map(|p| (p, None))
+                .collect()
         };
         if files.is_empty() {
             return Err(err(
@@ -188,55 +174,6 @@ fn strip_path(msg: &str, p: &Path) -> String {
     msg.strip_prefix(&format!("{}: ", p.display()))
         .unwrap_or(msg)
         .to_string()
-}
-
-fn from_manifest(
-    dir: &Path,
-    manifest: &Path,
-    split: &str,
-    contract: &ModelContract,
-) -> Result<Vec<(PathBuf, Option<usize>)>, QuantizeError> {
-    let err = |reason: String| QuantizeError::Data {
-        path: manifest.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(manifest).map_err(|e| err(format!("cannot read: {e}")))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |name: &str| {
-        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            err(format!(
-                "no '{name}' column (expected file,sha256,class,split)"
-            ))
-        })
-    };
-    let (fc, cc, sc) = (col("file")?, col("class")?, col("split")?);
-    let mut out = Vec::new();
-    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split(',').collect();
-        let cell = |c: usize| {
-            cells
-                .get(c)
-                .map(|s| s.trim())
-                .ok_or_else(|| err(format!("line {}: too few columns", i + 2)))
-        };
-        if cell(sc)? != split {
-            continue;
-        }
-        let class = cell(cc)?;
-        let k = contract.label_index(class).ok_or_else(|| {
-            err(format!(
-                "line {}: class '{class}' is not a label of this model ({:?})",
-                i + 2,
-                contract.labels
-            ))
-        })?;
-        out.push((dir.join(cell(fc)?), Some(k)));
-    }
-    if out.is_empty() {
-        return Err(err(format!("no rows of split '{split}'")));
-    }
-    Ok(out)
 }
 
 /// Names of the float tensors whose ranges the rewrite needs: the graph input and every node

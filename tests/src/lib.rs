@@ -60,17 +60,7 @@ pub fn shared_data() -> PathBuf {
         .unwrap_or_else(|| workspace().join("../shared/data"))
 }
 
-/// The shipped models: `models/*.onnx`, sorted.
+/// The shipped models: `models/*.onnx`, sorted (none when the folder is missing or empty).
 pub fn shipped_models() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(workspace().join("models"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
+    edge::variant::model_files(&workspace().join("models")).unwrap_or_default()
 }

@@ -65,7 +65,7 @@ pub fn pipeline(
         // The pipe closes when the thread ends: the end of the stream.
         let _ = writer.write_all(&stream);
     });
-    let handle = source::open_reader(reader, "stdin", &config.source.options())
+    let handle = source::open_reader(reader, "stdin", &config.source.options)
         .map_err(|e| RunError::Source(e.to_string()))?;
     let summary = device.run_source(handle, &AtomicBool::new(false))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -347,7 +347,7 @@ impl Device {
             .spec
             .parse()
             .map_err(|e| RunError::Source(format!("{e}")))?;
-        let options = self.config.source.options();
+        let options = self.config.source.options.clone();
         let source = match source::open(&spec, &options) {
             Ok(s) => {
                 self.selftest("camera", true, format!("{} open", self.config.source.spec));

@@ -142,7 +142,7 @@ pub enum CameraFormat {
     Yuyv,
 }
 
-/// How sources read. Every field has a default (`[source]` table of the configuration).
+/// How sources read. Every field has a default (`[source.options]` table of the configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceOptions {

@@ -303,8 +303,10 @@ fn shipped_model() -> Result<PathBuf> {
     {
         Some(p) => Ok(p),
         None => bail!(
-            "no --model given and no model shipped in {}/",
-            dir.display()
+            "no --model given and no .onnx file in {}/ (relative to {}): run edge from the \
+             leukoscope folder, or give --model FILE",
+            dir.display(),
+            std::env::current_dir().map_or_else(|_| "here".into(), |d| d.display().to_string())
         ),
     }
 }

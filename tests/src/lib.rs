@@ -60,7 +60,31 @@ pub fn shared_data() -> PathBuf {
         .unwrap_or_else(|| workspace().join("../shared/data"))
 }
 
-/// The shipped models: `models/*.onnx`, sorted (none when the folder is missing or empty).
-pub fn shipped_models() -> Vec<PathBuf> {
-    edge::variant::model_files(&workspace().join("models")).unwrap_or_default()
+/// The folders of shipped models (each holds one contract's `.onnx` files) and the dataset under
+/// [`shared_data`] each was trained on.
+pub const SHIPPED: &[(&str, &str)] = &[("models", "all-taleqani")];
+
+/// A shipped model file and its dataset folder.
+pub struct ShippedModel {
+    /// The `.onnx` file.
+    pub path: PathBuf,
+    /// Its dataset (one subfolder per label), which may be absent.
+    pub data: PathBuf,
+}
+
+/// The shipped models of every [`SHIPPED`] folder, sorted within each (none for a folder that
+/// is missing or empty).
+pub fn shipped_models() -> Vec<ShippedModel> {
+    SHIPPED
+        .iter()
+        .flat_map(|(dir, data)| {
+            edge::variant::model_files(&workspace().join(dir))
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |path| ShippedModel {
+                    path,
+                    data: shared_data().join(data),
+                })
+        })
+        .collect()
 }

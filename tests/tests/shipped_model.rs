@@ -1,6 +1,7 @@
-//! The shipped model (`models/*.onnx`) through `edge classify` on pictures of the shared
-//! dataset: each gets its folder's label with high confidence. Reported as ignored when the
-//! dataset is not there (a fresh clone); the models themselves must always be there.
+//! The shipped models (every folder of `leukoscope_tests::SHIPPED`) through `edge classify` on
+//! pictures of the dataset each was trained on: each picture gets its folder's label with high
+//! confidence. Reported as ignored when the dataset is not there (a fresh clone); the 4-class
+//! model itself must always be there.
 //!
 //! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped int8 model is also written there with the
 //! test split of its manifest (`models/<name>.manifest.csv`) as inputs and tract's probabilities,
@@ -8,24 +9,33 @@
 
 use std::path::PathBuf;
 
-use leukoscope_tests::{run, shared_data, shipped_models, text};
+use leukoscope_tests::{ShippedModel, run, shipped_models, text};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Per class, this many pictures (the first by name) are classified.
 const PER_CLASS: usize = 5;
 
-fn classify_with(model: PathBuf) -> Result<(), Failed> {
-    let data = shared_data().join("all-taleqani");
+fn classify_with(ShippedModel { path: model, data }: ShippedModel) -> Result<(), Failed> {
+    let labels = edge::model::OnnxClassifier::load(&model, &Default::default())
+        .map_err(|e| e.to_string())?
+        .contract()
+        .labels
+        .clone();
     let mut files = Vec::new();
-    for class in ["Benign", "Early", "Pre", "Pro"] {
+    for class in &labels {
         let mut names: Vec<PathBuf> = std::fs::read_dir(data.join(class))
             .map_err(|e| format!("{}: {e}", data.join(class).display()))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+            .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "png"))
             .collect();
         names.sort();
-        files.extend(names.into_iter().take(PER_CLASS).map(|p| (class, p)));
+        files.extend(
+            names
+                .into_iter()
+                .take(PER_CLASS)
+                .map(|p| (class.as_str(), p)),
+        );
     }
     let mut args = vec![
         "classify".to_string(),
@@ -60,7 +70,7 @@ fn classify_with(model: PathBuf) -> Result<(), Failed> {
             ));
         }
     }
-    // 20 pictures, most of them seen in training: at most one may miss.
+    // 5 pictures per class, most of them seen in training: at most one may miss.
     if wrong.len() > 1 {
         return Err(format!(
             "{} of {} wrong:\n{}",
@@ -75,7 +85,13 @@ fn classify_with(model: PathBuf) -> Result<(), Failed> {
 
 /// Writes `NAME.onnx`, `NAME.f32` (inputs) and `NAME.json` (shape, tract's probabilities) for
 /// the onnxruntime check.
-fn conformance_dump(model_path: PathBuf, out: PathBuf) -> Result<(), Failed> {
+fn conformance_dump(
+    ShippedModel {
+        path: model_path,
+        data,
+    }: ShippedModel,
+    out: PathBuf,
+) -> Result<(), Failed> {
     use std::io::Write;
     let model = edge::model::OnnxClassifier::load(&model_path, &Default::default())
         .map_err(|e| e.to_string())?;
@@ -83,7 +99,6 @@ fn conformance_dump(model_path: PathBuf, out: PathBuf) -> Result<(), Failed> {
     let selection = edge::evaluate::Selection {
         manifest: Some((manifest, "test".into())),
     };
-    let data = shared_data().join("all-taleqani");
     let files = edge::evaluate::labeled_files(&data, &model.contract().labels, &selection)
         .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -139,36 +154,49 @@ fn manifest_of(model: &std::path::Path) -> Result<PathBuf, Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let present = shared_data().join("all-taleqani").is_dir();
     let models = shipped_models();
-    let mut tests = vec![Trial::test("models_folder_holds_a_model", {
-        let n = models.len();
-        move || {
-            if n == 0 {
-                Err("no .onnx file in models/".into())
-            } else {
-                Ok(())
-            }
+    let four_class = models
+        .iter()
+        .filter(|m| m.path.parent() == Some(&leukoscope_tests::workspace().join("models")))
+        .count();
+    let mut tests = vec![Trial::test("models_folder_holds_a_model", move || {
+        if four_class == 0 {
+            Err("no .onnx file in models/".into())
+        } else {
+            Ok(())
         }
     })];
     let dump = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR").map(PathBuf::from);
-    for model in &models {
-        let is_int8 = edge::model::OnnxClassifier::load(model, &Default::default())
+    let mut missing = std::collections::BTreeSet::new();
+    for model in models {
+        let present = model.data.is_dir();
+        if !present {
+            missing.insert(model.data.display().to_string());
+        }
+        let name = model
+            .path
+            .strip_prefix(leukoscope_tests::workspace())
+            .unwrap_or(&model.path)
+            .display()
+            .to_string();
+        let is_int8 = edge::model::OnnxClassifier::load(&model.path, &Default::default())
             .map(|m| edge::variant::Precision::of(&m) == edge::variant::Precision::Int8)
             .unwrap_or(false);
         if let (Some(out), true) = (&dump, is_int8) {
-            let (model, out) = (model.clone(), out.clone());
-            let name = model.file_name().unwrap().to_string_lossy().into_owned();
+            let (copy, out) = (
+                ShippedModel {
+                    path: model.path.clone(),
+                    data: model.data.clone(),
+                },
+                out.clone(),
+            );
             tests.push(
                 Trial::test(format!("conformance_dump_{name}"), move || {
-                    conformance_dump(model, out)
+                    conformance_dump(copy, out)
                 })
                 .with_ignored_flag(!present),
             );
         }
-    }
-    for model in models {
-        let name = model.file_name().unwrap().to_string_lossy().into_owned();
         tests.push(
             Trial::test(format!("edge_classify_with_{name}"), move || {
                 classify_with(model)
@@ -176,10 +204,9 @@ fn main() {
             .with_ignored_flag(!present),
         );
     }
-    if !present {
+    for data in missing {
         eprintln!(
-            "all-taleqani not found under {} (set LEUKOSCOPE_DATA): the shipped-model checks are reported as ignored",
-            shared_data().display()
+            "{data} not found (set LEUKOSCOPE_DATA): the checks of the models trained on it are reported as ignored"
         );
     }
     libtest_mimic::run(&args, tests).exit();

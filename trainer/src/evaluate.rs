@@ -194,9 +194,15 @@ fn run_notes(c: &crate::run::RunConfig, info: &crate::run::RunInfo) -> Vec<Strin
             "Augmentation (training only): {}.",
             serde_json::to_string(&c.augment).unwrap_or_default()
         ),
-        "Split per image, not per patient: images of one patient may sit in both training and test, \
-         which can flatter these figures."
-            .to_string(),
+        match &c.test_group {
+            Some(pattern) => format!(
+                "Test split by whole groups (--test-group '{pattern}'): no test group was seen in \
+                 training; validation is per image within the training groups."
+            ),
+            None => "Split per image, not per patient: images of one patient may sit in both \
+                     training and test, which can flatter these figures."
+                .to_string(),
+        },
     ];
     if let Some(p) = &info.pretrained_report {
         notes.push(format!("Pretrained backbone: {p}"));

@@ -3,7 +3,8 @@
 //!
 //! Layout (as in burn's examples): [`model`] the architectures, [`data`] the dataset, split,
 //! augmentation and batches, [`train`] the training loop, [`evaluate`] inference and the report,
-//! [`pretrained`] torchvision weights, [`bench`] throughput. Pictures become model inputs only
+//! [`pretrained`] torchvision weights, [`import`] weights from a leukoscope ONNX file (fine-tuning
+//! a shipped model), [`bench`] throughput. Pictures become model inputs only
 //! through `edge::preprocess`, the same code the device runs.
 
 pub mod backend;
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod data;
 pub mod evaluate;
 pub mod export;
+pub mod import;
 pub mod model;
 pub mod optim;
 pub mod pretrained;

@@ -146,6 +146,11 @@ struct FitArgs {
     /// Fraction of each class held out for the test report.
     #[arg(long, default_value_t = 0.1)]
     test_fraction: f64,
+    /// Hold out whole groups (patients, subjects) for the test split. REGEX's first capture on
+    /// each file's path (relative to --data) is its group, e.g. 'UID_(H?\d+)_' for C-NMC
+    /// subjects; validation stays per image within the other groups.
+    #[arg(long, value_name = "REGEX", conflicts_with = "manifest")]
+    test_group: Option<String>,
     /// Reuse the split of an earlier run's manifest.csv (reproduces it exactly, or refuses).
     #[arg(long)]
     manifest: Option<PathBuf>,
@@ -163,9 +168,10 @@ struct FitArgs {
     /// Start MobileNetV2's backbone from torchvision `mobilenet_v2` weights (.pth/.safetensors).
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Start from the best weights of an earlier leukoscope run (same model, size and classes):
-    /// fine-tuning, e.g. with new augmentation or a clinic's own pictures.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with = "pretrained")]
+    /// Start from an earlier model (same architecture, size and classes) and fine-tune it, e.g.
+    /// with new augmentation or a clinic's own pictures: a run folder (its best weights) or a
+    /// leukoscope f32 ONNX file such as the shipped models/*-f32.onnx.
+    #[arg(long, value_name = "RUN_DIR|FILE.onnx", conflicts_with = "pretrained")]
     init_from: Option<PathBuf>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
@@ -306,6 +312,10 @@ fn run(cli: Cli) -> Result<()> {
     set_threads(cli.threads);
     match cli.command {
         Command::Fit(a) => {
+            if let Some(pattern) = &a.test_group {
+                regex::Regex::new(pattern)
+                    .map_err(|e| anyhow::anyhow!("--test-group '{pattern}' is not a regex: {e}"))?;
+            }
             let config = if a.resume {
                 let run = RunDir(a.out.clone());
                 if !run.run_file().exists() {
@@ -334,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                         val: a.val_fraction,
                         test: a.test_fraction,
                     },
+                    test_group: a.test_group,
                     sampling: a.sampling,
                     class_weights: !a.no_class_weights,
                     augment: a.augment.config(),

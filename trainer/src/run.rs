@@ -52,6 +52,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// Validation and test fractions.
     pub fractions: SplitFractions,
+    /// Test split by whole groups (patients, subjects): the regex whose first capture on a file
+    /// name is its group (`--test-group`); `None` splits per image.
+    #[serde(default)]
+    pub test_group: Option<String>,
     /// How training images are drawn.
     pub sampling: Sampling,
     /// Inverse-frequency class weights in the loss.

@@ -26,7 +26,9 @@ use crate::backend::training_device;
 use crate::data::balance::{Sampling, class_weights, epoch_order, smote};
 use crate::data::batches::{LabeledImages, stream};
 use crate::data::folder::{class_folders, scan};
-use crate::data::split::{Split, read_manifest, stratified_split, write_manifest};
+use crate::data::split::{
+    Split, group_held_out_split, read_manifest, stratified_split, write_manifest,
+};
 use crate::evaluate::evaluate_run;
 use crate::model::Classifier;
 use crate::optim::{build_optimizer, build_schedule};
@@ -105,7 +107,14 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
     let assignment = match (&previous, req.manifest) {
         (Some(_), _) => read_manifest(&run.manifest(), &folder)?,
         (None, Some(m)) => read_manifest(m, &folder)?,
-        (None, None) => stratified_split(&folder, config.fractions, config.seed),
+        (None, None) => match &config.test_group {
+            None => stratified_split(&folder, config.fractions, config.seed),
+            Some(pattern) => {
+                let pattern = regex::Regex::new(pattern)
+                    .map_err(|e| anyhow::anyhow!("--test-group '{pattern}': {e}"))?;
+                group_held_out_split(&folder, config.fractions, config.seed, &pattern)?
+            }
+        },
     };
     if previous.is_none() {
         write_manifest(&run.manifest(), &folder, &assignment)?;
@@ -157,8 +166,26 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         model = loaded;
         pretrained_report = Some(report);
     }
-    if let (None, Some(dir)) = (&previous, &config.init_from) {
-        model = init_from_run(model, dir, &config, &contract.labels)?;
+    if let (None, Some(from)) = (&previous, &config.init_from) {
+        model = if from.is_dir() {
+            init_from_run(model, from, &config, &contract.labels)?
+        } else {
+            // BatchNorm statistics from up to 64 training pictures spread over the split.
+            let mut pre = Preprocessor::new(contract.clone());
+            let step = train.len().div_ceil(64).max(1);
+            let calibration = train
+                .iter()
+                .step_by(step)
+                .map(|(img, _)| {
+                    let mut x = vec![0.0; contract.input_len()];
+                    pre.run_into(img, &mut x).map(|()| x)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let model =
+                crate::import::load_onnx_weights(model, from, &contract, &calibration, &device)?;
+            eprintln!("init-from: started from {}", from.display());
+            model
+        };
     }
     let steps_per_epoch = train.len().div_ceil(config.batch);
     let mut optim = build_optimizer(config.optimizer, config.weight_decay);

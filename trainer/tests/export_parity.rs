@@ -131,3 +131,98 @@ fn mobilenetv2_matches_in_tract() {
 fn cnn_matches_in_tract() {
     check(ModelSpec::Cnn { dropout: 0.5 });
 }
+
+/// `fit --init-from FILE.onnx`: the weights read back from an exported file give the file's
+/// answers in inference mode and, BatchNorm re-derived from its statistics, the same answers in
+/// training mode on the pictures the statistics came from.
+fn round_trip(spec: ModelSpec) {
+    let contract = ModelContract::new(
+        ["Benign", "Early", "Pre", "Pro"].map(String::from).to_vec(),
+        SIZE as u32,
+    );
+    let model = trained(&spec, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    trainer::export::save(&to_onnx(&model, &contract, vec![]).unwrap(), &path).unwrap();
+    let calibration = inputs(&contract);
+    let device = Device::flex().autodiff();
+    device.seed(99);
+    let fresh = spec.init(4, SIZE, &device);
+    let loaded =
+        trainer::import::load_onnx_weights(fresh, &path, &contract, &calibration, &device).unwrap();
+    let n = calibration.len();
+    let batch = |device: &Device| {
+        Tensor::<4>::from_data(
+            TensorData::new(calibration.concat(), [n, 3, SIZE, SIZE]),
+            device,
+        )
+    };
+    let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let expected = values(model.probabilities(batch(&Device::flex())));
+    let max_diff = |got: &[f32]| {
+        got.iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let inference = values(loaded.clone().valid().probabilities(batch(&Device::flex())));
+    assert!(
+        max_diff(&inference) <= 1e-4,
+        "inference mode: max |Δp| {}",
+        max_diff(&inference)
+    );
+    if let ModelSpec::Mobilenetv2 { .. } = spec {
+        let training = values(loaded.probabilities(batch(&device)));
+        assert!(
+            max_diff(&training) <= 1e-2,
+            "training mode: max |Δp| {}",
+            max_diff(&training)
+        );
+    }
+
+    // Refusals name the file and the problem.
+    let other = ModelContract::new(["a", "b", "c", "d"].map(String::from).to_vec(), SIZE as u32);
+    let err = trainer::import::load_onnx_weights(
+        spec.init(4, SIZE, &device),
+        &path,
+        &other,
+        &calibration,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("model.onnx") && err.contains("contract"),
+        "{err}"
+    );
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let err = trainer::import::load_onnx_weights(
+        spec.init(4, SIZE, &device),
+        &junk,
+        &contract,
+        &calibration,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("junk.onnx") && err.contains("not an ONNX file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mobilenetv2_weights_come_back_from_onnx() {
+    // No dropout: training mode is compared with inference mode.
+    round_trip(ModelSpec::Mobilenetv2 {
+        width: 0.35,
+        head_units: 32,
+        dropout: 0.0,
+    });
+}
+
+#[test]
+fn cnn_weights_come_back_from_onnx() {
+    round_trip(ModelSpec::Cnn { dropout: 0.0 });
+}

@@ -223,6 +223,92 @@ fn a_run_can_start_from_an_earlier_runs_weights() {
         err.contains("--init-from") && err.contains("24 px"),
         "{err}"
     );
+    // From an exported ONNX file (a shipped model, say): the same checks through its contract.
+    let onnx = dir.path().join("first.onnx");
+    let out = trainer(&[
+        "export",
+        "--run",
+        first.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fourth = dir.path().join("fourth");
+    let out = fit(&fourth, "24", &["--init-from", onnx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("init-from: started from"));
+    let fifth = dir.path().join("fifth");
+    let out = fit(&fifth, "32", &["--init-from", onnx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("first.onnx") && err.contains("contract"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_group_holds_out_whole_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 2, 12, 24, 9);
+    // Three "patients" per class, four pictures each: p0_000.png, p1_001.png, ...
+    for class in ["class0", "class1"] {
+        for i in 0..12 {
+            let d = data.join(class);
+            std::fs::rename(
+                d.join(format!("{i:03}.png")),
+                d.join(format!("p{}{}_{i:03}.png", &class[5..], i % 3)),
+            )
+            .unwrap();
+        }
+    }
+    let fit = |out: &std::path::Path, pattern: &str| {
+        trainer(&[
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "cnn",
+            "--size",
+            "24",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--test-fraction",
+            "0.3",
+            "--no-evaluate",
+            "--test-group",
+            pattern,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let run = dir.path().join("run");
+    let out = fit(&run, r"(p\d+)_");
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = std::fs::read_to_string(run.join("manifest.csv")).unwrap();
+    let mut splits: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in manifest.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let subject = f[0].split('/').nth(1).unwrap().split('_').next().unwrap();
+        splits
+            .entry(subject.to_string())
+            .or_default()
+            .insert(f[3].to_string());
+    }
+    let held_out: Vec<_> = splits.iter().filter(|(_, s)| s.contains("test")).collect();
+    assert_eq!(held_out.len(), 2, "one subject per class: {splits:?}");
+    assert!(held_out.iter().all(|(_, s)| s.len() == 1), "{splits:?}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["test_group"], r"(p\d+)_");
+
+    let out = fit(&dir.path().join("bad"), "(unclosed");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--test-group"), "{}", text(&out));
 }
 
 #[test]

@@ -121,6 +121,98 @@ pub fn stratified_split(folder: &ImageFolder, fractions: SplitFractions, seed: u
     Assignment(out)
 }
 
+/// Splits a dataset so that the test split holds out whole *groups* — patients or subjects —
+/// while validation stays per image within the remaining groups (it only picks the checkpoint).
+///
+/// The group of a file is the first capture of `pattern` on its path relative to the data folder
+/// (for C-NMC, `UID_(H?\d+)_` gives the subject); a file the pattern does not match is an error.
+/// Per class, groups are shuffled with `seed` and taken into test until it holds about
+/// `fractions.test` of the class, skipping a group that would overshoot by more than half (the
+/// smallest group is taken if none fits). Byte-identical copies of a test image go to test too.
+pub fn group_held_out_split(
+    folder: &ImageFolder,
+    fractions: SplitFractions,
+    seed: u64,
+    pattern: &regex::Regex,
+) -> Result<Assignment, DataError> {
+    let mut per_class: Vec<BTreeMap<String, Vec<usize>>> =
+        vec![BTreeMap::new(); folder.classes.len()];
+    for (i, s) in folder.samples.iter().enumerate() {
+        let key = pattern
+            .captures(&s.file)
+            .and_then(|c| c.get(1).or_else(|| c.get(0)))
+            .ok_or_else(|| DataError::Unusable {
+                path: folder.root.join(&s.file),
+                reason: format!("--test-group pattern '{pattern}' does not match this file name"),
+            })?;
+        per_class[s.class]
+            .entry(key.as_str().to_string())
+            .or_default()
+            .push(i);
+    }
+    let mut out = vec![Split::Train; folder.samples.len()];
+    for (class, groups) in per_class.into_iter().enumerate() {
+        let n: usize = groups.values().map(Vec::len).sum();
+        if n == 0 {
+            continue;
+        }
+        let want = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
+        let (want_test, want_val) = (want(fractions.test), want(fractions.val));
+        let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        groups.shuffle(&mut rng);
+        let mut test = 0;
+        let mut taken = vec![false; groups.len()];
+        for (k, g) in groups.iter().enumerate() {
+            if test < want_test && test + g.len() <= want_test + want_test / 2 {
+                test += g.len();
+                taken[k] = true;
+            }
+        }
+        if test == 0 && want_test > 0 {
+            let smallest = (0..groups.len()).min_by_key(|&k| groups[k].len()).unwrap();
+            taken[smallest] = true;
+        }
+        let mut rest = Vec::new();
+        for (g, t) in groups.into_iter().zip(taken) {
+            if t {
+                g.iter().for_each(|&i| out[i] = Split::Test);
+            } else {
+                rest.extend(g);
+            }
+        }
+        // Validation per image (identical bytes kept together), from the groups left for training.
+        let test_hashes: std::collections::HashSet<&str> = (0..out.len())
+            .filter(|&i| out[i] == Split::Test)
+            .map(|i| folder.samples[i].sha256.as_str())
+            .collect();
+        let mut by_hash: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for i in rest {
+            by_hash
+                .entry(folder.samples[i].sha256.as_str())
+                .or_default()
+                .push(i);
+        }
+        let mut rest: Vec<Vec<usize>> = by_hash.into_values().collect();
+        rest.sort_by(|a, b| folder.samples[a[0]].file.cmp(&folder.samples[b[0]].file));
+        rest.shuffle(&mut rng);
+        let mut val = 0;
+        for g in rest {
+            let split = if test_hashes.contains(folder.samples[g[0]].sha256.as_str()) {
+                Split::Test
+            } else if val < want_val {
+                val += g.len();
+                Split::Val
+            } else {
+                Split::Train
+            };
+            g.iter().for_each(|&i| out[i] = split);
+        }
+    }
+    Ok(Assignment(out))
+}
+
 /// One manifest row.
 #[derive(Debug, Serialize, Deserialize)]
 struct Row {
@@ -313,6 +405,61 @@ mod tests {
                 assert_eq!(a.0[2 * k], a.0[2 * k + 1], "seed {seed} pair {k}");
             }
         }
+    }
+
+    #[test]
+    fn held_out_groups_are_whole_and_validation_comes_from_the_rest() {
+        // Class 0: subjects s0..s3 with 10 images each; class 1: subjects s4..s5 with 30, 5.
+        let mut f = folder(&[40, 35]);
+        for (i, s) in f.samples.iter_mut().enumerate() {
+            let subject = if i < 40 {
+                i / 10
+            } else if i < 70 {
+                4
+            } else {
+                5
+            };
+            s.file = format!("c{}/UID_{subject}_{i}.png", s.class);
+        }
+        let pattern = regex::Regex::new(r"UID_(\d+)_").unwrap();
+        let fr = SplitFractions {
+            val: 0.2,
+            test: 0.25,
+        };
+        let a = group_held_out_split(&f, fr, 3, &pattern).unwrap();
+        let subject_split = |subject: usize| -> Vec<Split> {
+            (0..f.samples.len())
+                .filter(|&i| f.samples[i].file.contains(&format!("UID_{subject}_")))
+                .map(|i| a.0[i])
+                .collect()
+        };
+        let mut test_subjects = 0;
+        for subject in 0..6 {
+            let splits = subject_split(subject);
+            if splits.contains(&Split::Test) {
+                assert!(
+                    splits.iter().all(|&s| s == Split::Test),
+                    "subject {subject} straddles"
+                );
+                test_subjects += 1;
+            }
+        }
+        // One subject of class 0 (10 = 25 % of 40); class 1 has only a 30 and a 5: the 5 fits.
+        assert_eq!(count(&f, &a, 0, Split::Test), 10);
+        assert_eq!(count(&f, &a, 1, Split::Test), 5);
+        assert_eq!(test_subjects, 2);
+        assert_eq!(count(&f, &a, 0, Split::Val), 8);
+        assert_eq!(count(&f, &a, 1, Split::Val), 7);
+        assert_eq!(a, group_held_out_split(&f, fr, 3, &pattern).unwrap());
+
+        f.samples[7].file = "c0/no-subject.png".into();
+        let err = group_held_out_split(&f, fr, 3, &pattern)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no-subject.png") && err.contains("does not match"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! `trainer fit --init-from FILE.onnx`: start from the weights of a leukoscope ONNX file — the
+//! shipped model, say — so it can be fine-tuned (on new augmentation, or on a clinic's own
+//! pictures) without the training run that made it.
+//!
+//! Export folds every BatchNorm into its convolution, so the file only holds `w' = w·s` and
+//! `b'`. Read back, each convolution gets `w'`, and its BatchNorm is set so that it changes
+//! nothing: the running mean μ and variance σ² are the per-channel statistics of `conv(x; w')`
+//! on training pictures (measured with tract on the file itself), γ = √(σ²+ε) and β = μ + b'.
+//! In inference mode the network then computes exactly what the file computes; in training mode
+//! (batch statistics ≈ μ, σ²) almost exactly, so fine-tuning starts where the file stands.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use edge::contract::ModelContract;
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::model::Classifier;
+use crate::model::mobilenetv2::ConvBn;
+
+/// A weight and bias of one Conv or Gemm node, with the name of the node's output.
+struct Layer {
+    output: String,
+    weight: (Vec<usize>, Vec<f32>),
+    bias: Vec<f32>,
+}
+
+fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
+    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
+        bail!(
+            "initializer '{}' is not f32 (an int8 file? use the f32 one)",
+            t.name
+        );
+    }
+    if !t.float_data.is_empty() {
+        return Ok(t.float_data.clone());
+    }
+    Ok(t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// The Conv and Gemm layers of the graph, in node order.
+fn layers(graph: &pb::GraphProto) -> Result<(Vec<Layer>, Vec<Layer>)> {
+    let inits: HashMap<&str, &pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let (mut convs, mut gemms) = (Vec::new(), Vec::new());
+    for node in &graph.node {
+        let into = match node.op_type.as_str() {
+            "Conv" => &mut convs,
+            "Gemm" => &mut gemms,
+            "QLinearConv" | "QuantizeLinear" => {
+                bail!("it is quantized (int8): start from the f32 file")
+            }
+            _ => continue,
+        };
+        let init = |k: usize| -> Result<&pb::TensorProto> {
+            node.input
+                .get(k)
+                .and_then(|n| inits.get(n.as_str()).copied())
+                .with_context(|| {
+                    format!("{} '{}' has no constant input {k}", node.op_type, node.name)
+                })
+        };
+        let w = init(1)?;
+        let weight: (Vec<usize>, Vec<f32>) =
+            (w.dims.iter().map(|&d| d as usize).collect(), floats(w)?);
+        let bias = match init(2) {
+            Ok(b) => floats(b)?,
+            Err(_) => vec![0.0; weight.0[if node.op_type == "Conv" { 0 } else { 1 }]],
+        };
+        into.push(Layer {
+            output: node.output[0].clone(),
+            weight,
+            bias,
+        });
+    }
+    Ok((convs, gemms))
+}
+
+fn tensor<const D: usize>(shape: &[usize], values: Vec<f32>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape.to_vec()), device)
+}
+
+fn set_conv(conv: &mut Conv2d, layer: &Layer, with_bias: bool, device: &Device) -> Result<()> {
+    let dims = conv.weight.val().dims().to_vec();
+    if dims != layer.weight.0 {
+        bail!(
+            "layer {}: weight shape {:?} in the file, {:?} in this model (another architecture or width?)",
+            layer.output,
+            layer.weight.0,
+            dims
+        );
+    }
+    conv.weight = Param::from_tensor(tensor(&dims, layer.weight.1.clone(), device));
+    if with_bias {
+        conv.bias = Some(Param::from_tensor(tensor(
+            &[layer.bias.len()],
+            layer.bias.clone(),
+            device,
+        )));
+    }
+    Ok(())
+}
+
+/// Per-channel (mean, variance) of `conv(x; w')` (the output without the folded bias).
+type ChannelStats = (Vec<f32>, Vec<f32>);
+
+fn set_batch_norm(bn: &mut BatchNorm, bias: &[f32], (mean, var): &ChannelStats, device: &Device) {
+    let eps = bn.epsilon as f32;
+    let n = bias.len();
+    let gamma: Vec<f32> = var.iter().map(|v| (v + eps).sqrt()).collect();
+    let beta: Vec<f32> = mean.iter().zip(bias).map(|(m, b)| m + b).collect();
+    bn.gamma = Param::from_tensor(tensor(&[n], gamma, device));
+    bn.beta = Param::from_tensor(tensor(&[n], beta, device));
+    bn.running_mean = RunningState::new(tensor(&[n], mean.clone(), device));
+    bn.running_var = RunningState::new(tensor(&[n], var.clone(), device));
+}
+
+fn set_linear(linear: &mut Linear, layer: &Layer, device: &Device) -> Result<()> {
+    let dims = linear.weight.val().dims().to_vec();
+    if dims != layer.weight.0 {
+        bail!(
+            "dense layer {}: weight shape {:?} in the file, {:?} in this model",
+            layer.output,
+            layer.weight.0,
+            dims
+        );
+    }
+    linear.weight = Param::from_tensor(tensor(&dims, layer.weight.1.clone(), device));
+    linear.bias = Some(Param::from_tensor(tensor(
+        &[layer.bias.len()],
+        layer.bias.clone(),
+        device,
+    )));
+    Ok(())
+}
+
+/// Runs the file with tract on `inputs` and returns, per Conv layer, the per-channel mean and
+/// variance of its output minus its bias.
+fn conv_statistics(
+    proto: &pb::ModelProto,
+    convs: &[Layer],
+    contract: &ModelContract,
+    inputs: &[Vec<f32>],
+) -> Result<Vec<ChannelStats>> {
+    // Local: tract's prelude has its own `Tensor`.
+    use tract_onnx::prelude::*;
+    let (h, w) = (
+        contract.input_height as usize,
+        contract.input_width as usize,
+    );
+    let plan = tract_onnx::onnx()
+        .model_for_proto_model(proto)
+        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
+        .and_then(|m| m.with_outputs_by_name(convs.iter().map(|c| c.output.as_str())))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| anyhow::anyhow!("tract cannot run it: {e:#}"))?;
+    let mut sums: Vec<(Vec<f64>, Vec<f64>, f64)> = convs
+        .iter()
+        .map(|c| (vec![0.0; c.bias.len()], vec![0.0; c.bias.len()], 0.0))
+        .collect();
+    for x in inputs {
+        let input = tract_ndarray::Array4::from_shape_vec((1, 3, h, w), x.clone())?;
+        let outputs = plan
+            .run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| anyhow::anyhow!("tract: {e:#}"))?;
+        for ((out, layer), (sum, sq, count)) in outputs.iter().zip(convs).zip(&mut sums) {
+            let view = out.to_plain_array_view::<f32>()?;
+            let shape = view.shape().to_vec();
+            let (c, per) = (shape[1], shape[2] * shape[3]);
+            let data = view.as_slice().context("contiguous output")?;
+            for ch in 0..c {
+                for &v in &data[ch * per..(ch + 1) * per] {
+                    let v = f64::from(v - layer.bias[ch]);
+                    sum[ch] += v;
+                    sq[ch] += v * v;
+                }
+            }
+            *count += per as f64;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(sum, sq, n)| {
+            let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+            let var = sq
+                .iter()
+                .zip(&mean)
+                .map(|(q, m)| (q / n - m * m).max(0.0) as f32)
+                .collect();
+            (mean.into_iter().map(|m| m as f32).collect(), var)
+        })
+        .collect())
+}
+
+/// The model's ConvBn layers in the order export writes them.
+fn conv_bns(net: &mut crate::model::MobileNetV2) -> Vec<&mut ConvBn> {
+    let mut out = vec![&mut net.stem];
+    for block in &mut net.blocks {
+        if let Some(expand) = &mut block.expand {
+            out.push(expand);
+        }
+        out.push(&mut block.depthwise);
+        out.push(&mut block.project);
+    }
+    out.push(&mut net.last);
+    out
+}
+
+/// Loads the weights of the leukoscope ONNX file at `path` into `model` (same architecture),
+/// after checking the file's contract equals `contract`. `calibration` are preprocessed training
+/// pictures for the BatchNorm statistics (MobileNetV2 only; a few dozen are enough).
+pub fn load_onnx_weights(
+    mut model: Classifier,
+    path: &Path,
+    contract: &ModelContract,
+    calibration: &[Vec<f32>],
+    device: &Device,
+) -> Result<Classifier> {
+    let named = |e: anyhow::Error| anyhow::anyhow!("--init-from {}: {e:#}", path.display());
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--init-from {}: cannot read", path.display()))?;
+    let proto = pb::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("--init-from {}: not an ONNX file ({e})", path.display()))?;
+    let theirs = ModelContract::from_metadata(
+        proto
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--init-from {}: not a leukoscope model: {e}",
+            path.display()
+        )
+    })?;
+    if theirs != *contract {
+        bail!(
+            "--init-from {}: its contract (labels {:?}, input {}) differs from this run's \
+             (labels {:?}, input {}) or in normalization",
+            path.display(),
+            theirs.labels,
+            theirs.input_size_string(),
+            contract.labels,
+            contract.input_size_string()
+        );
+    }
+    let graph = proto.graph.as_ref().context("no graph").map_err(named)?;
+    let (convs, gemms) = layers(graph).map_err(named)?;
+    let count_mismatch = |what: &str, file: usize, ours: usize| {
+        anyhow::anyhow!(
+            "--init-from {}: {file} {what} layers in the file, {ours} in this model (another architecture?)",
+            path.display()
+        )
+    };
+    match &mut model {
+        Classifier::MobileNetV2(net) => {
+            let n = conv_bns(net).len();
+            if convs.len() != n {
+                return Err(count_mismatch("convolution", convs.len(), n));
+            }
+            if gemms.len() != 2 {
+                return Err(count_mismatch("dense", gemms.len(), 2));
+            }
+            if calibration.is_empty() {
+                bail!(
+                    "--init-from {}: no pictures to measure BatchNorm statistics on",
+                    path.display()
+                );
+            }
+            let stats = conv_statistics(&proto, &convs, contract, calibration).map_err(named)?;
+            for ((cb, layer), s) in conv_bns(net).into_iter().zip(&convs).zip(&stats) {
+                set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
+                set_batch_norm(&mut cb.bn, &layer.bias, s, device);
+            }
+            set_linear(&mut net.hidden, &gemms[0], device).map_err(named)?;
+            set_linear(&mut net.output, &gemms[1], device).map_err(named)?;
+        }
+        Classifier::Cnn(net) => {
+            if convs.len() != net.convs.len() {
+                return Err(count_mismatch("convolution", convs.len(), net.convs.len()));
+            }
+            if gemms.len() != 2 {
+                return Err(count_mismatch("dense", gemms.len(), 2));
+            }
+            for (conv, layer) in net.convs.iter_mut().zip(&convs) {
+                set_conv(conv, layer, true, device).map_err(named)?;
+            }
+            set_linear(&mut net.hidden, &gemms[0], device).map_err(named)?;
+            set_linear(&mut net.output, &gemms[1], device).map_err(named)?;
+        }
+    }
+    Ok(model)
+}

@@ -168,9 +168,10 @@ struct FitArgs {
     /// Start MobileNetV2's backbone from torchvision `mobilenet_v2` weights (.pth/.safetensors).
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Start from an earlier model (same architecture, size and classes) and fine-tune it, e.g.
-    /// with new augmentation or a clinic's own pictures: a run folder (its best weights) or a
-    /// leukoscope f32 ONNX file such as the shipped models/*-f32.onnx.
+    /// Start from an earlier model (same architecture and classes; same size too, except that
+    /// MobileNetV2 may move to another --size) and fine-tune it, e.g. with new augmentation or a
+    /// clinic's own pictures: a run folder (its best weights) or a leukoscope f32 ONNX file such
+    /// as the shipped models/*-f32.onnx.
     #[arg(long, value_name = "RUN_DIR|FILE.onnx", conflicts_with = "pretrained")]
     init_from: Option<PathBuf>,
     /// Compute backend.

@@ -496,7 +496,7 @@ fn load_checkpoint(
 }
 
 /// Loads the best weights of the run in `dir` into `model`, after checking it is the same
-/// architecture, input size and label list.
+/// architecture and label list, and the same input size unless it is MobileNetV2.
 fn init_from_run(
     model: Classifier,
     dir: &Path,
@@ -508,7 +508,10 @@ fn init_from_run(
         .load_run()
         .map_err(|e| anyhow::anyhow!("--init-from {}: {e}", dir.display()))?;
     let contract = earlier.load_contract()?;
-    if file.config.model != config.model || file.config.size != config.size {
+    // MobileNetV2's weights fit any input size (global average pool); the CNN's dense layer not.
+    let size_ok = file.config.size == config.size
+        || matches!(config.model, crate::model::ModelSpec::Mobilenetv2 { .. });
+    if file.config.model != config.model || !size_ok {
         bail!(
             "--init-from {}: that run trained {:?} at {} px, this one {:?} at {} px",
             dir.display(),

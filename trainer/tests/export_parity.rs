@@ -180,6 +180,45 @@ fn round_trip(spec: ModelSpec) {
         );
     }
 
+    // Another input size: MobileNetV2 (global average pool) takes the weights and measures its
+    // BatchNorm statistics at the new size; the compact CNN's dense layer cannot, so it refuses.
+    let larger = ModelContract::new(contract.labels.clone(), SIZE as u32 + 16);
+    let larger_calibration = inputs(&larger);
+    let result = trainer::import::load_onnx_weights(
+        spec.init(4, SIZE + 16, &device),
+        &path,
+        &larger,
+        &larger_calibration,
+        &device,
+    );
+    match spec {
+        ModelSpec::Mobilenetv2 { .. } => {
+            let loaded = result.unwrap();
+            let n = larger_calibration.len();
+            let batch = |device: &Device| {
+                Tensor::<4>::from_data(
+                    TensorData::new(larger_calibration.concat(), [n, 3, SIZE + 16, SIZE + 16]),
+                    device,
+                )
+            };
+            let inference = values(loaded.clone().valid().probabilities(batch(&Device::flex())));
+            let training = values(loaded.probabilities(batch(&device)));
+            let diff = inference
+                .iter()
+                .zip(&training)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff <= 1e-2, "at {} px: max |Δp| {diff}", SIZE + 16);
+        }
+        ModelSpec::Cnn { .. } => {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("model.onnx") && err.contains("only MobileNetV2"),
+                "{err}"
+            );
+        }
+    }
+
     // Refusals name the file and the problem.
     let other = ModelContract::new(["a", "b", "c", "d"].map(String::from).to_vec(), SIZE as u32);
     let err = trainer::import::load_onnx_weights(

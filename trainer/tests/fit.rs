@@ -391,3 +391,45 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+#[test]
+fn mobilenetv2_can_continue_at_a_larger_input_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 2, 12, 32, 10);
+    let fit = |out: &std::path::Path, size: &str, extra: &[&str]| {
+        let mut a = vec![
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "mobilenetv2",
+            "--width",
+            "0.35",
+            "--head-units",
+            "16",
+            "--size",
+            size,
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--no-evaluate",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        trainer(&a)
+    };
+    let first = dir.path().join("first");
+    let out = fit(&first, "24", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = dir.path().join("second");
+    let out = fit(&second, "32", &["--init-from", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("init-from: started from"));
+    let contract: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("contract.json")).unwrap())
+            .unwrap();
+    assert_eq!(contract["input_height"], 32, "{contract}");
+}

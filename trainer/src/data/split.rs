@@ -96,27 +96,13 @@ pub fn stratified_split(folder: &ImageFolder, fractions: SplitFractions, seed: u
     for (class, mut class_groups) in per_class.into_iter().enumerate() {
         // Sort by first file so the order (and the result) does not depend on hashes.
         class_groups.sort_by(|a, b| folder.samples[a[0]].file.cmp(&folder.samples[b[0]].file));
-        let mut rng =
-            StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        class_groups.shuffle(&mut rng);
+        class_groups.shuffle(&mut class_rng(seed, class));
         let n: usize = class_groups.iter().map(Vec::len).sum();
-        let want = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
-        let (want_test, want_val) = (want(fractions.test), want(fractions.val));
-        let (mut test, mut val) = (0, 0);
-        for g in class_groups {
-            let split = if test < want_test {
-                test += g.len();
-                Split::Test
-            } else if val < want_val {
-                val += g.len();
-                Split::Val
-            } else {
-                Split::Train
-            };
-            for i in g {
-                out[i] = split;
-            }
-        }
+        let quotas = [
+            (Split::Test, quota(n, fractions.test)),
+            (Split::Val, quota(n, fractions.val)),
+        ];
+        fill_quotas(class_groups, quotas, &mut out, |_| None);
     }
     Assignment(out)
 }
@@ -156,11 +142,9 @@ pub fn group_held_out_split(
         if n == 0 {
             continue;
         }
-        let want = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(f > 0.0));
-        let (want_test, want_val) = (want(fractions.test), want(fractions.val));
+        let want_test = quota(n, fractions.test);
         let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
-        let mut rng =
-            StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = class_rng(seed, class);
         groups.shuffle(&mut rng);
         let mut test = 0;
         let mut taken = vec![false; groups.len()];
@@ -197,20 +181,50 @@ pub fn group_held_out_split(
         let mut rest: Vec<Vec<usize>> = by_hash.into_values().collect();
         rest.sort_by(|a, b| folder.samples[a[0]].file.cmp(&folder.samples[b[0]].file));
         rest.shuffle(&mut rng);
-        let mut val = 0;
-        for g in rest {
-            let split = if test_hashes.contains(folder.samples[g[0]].sha256.as_str()) {
-                Split::Test
-            } else if val < want_val {
-                val += g.len();
-                Split::Val
-            } else {
-                Split::Train
-            };
-            g.iter().for_each(|&i| out[i] = split);
-        }
+        let is_test = |g: &[usize]| {
+            test_hashes
+                .contains(folder.samples[g[0]].sha256.as_str())
+                .then_some(Split::Test)
+        };
+        fill_quotas(
+            rest,
+            [(Split::Val, quota(n, fractions.val))],
+            &mut out,
+            is_test,
+        );
     }
     Ok(Assignment(out))
+}
+
+/// The shuffling generator of one class: seeded by the split seed and the class index.
+fn class_rng(seed: u64, class: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// `round(n × fraction)` images, at least one when the fraction is not zero.
+fn quota(n: usize, fraction: f64) -> usize {
+    ((n as f64 * fraction).round() as usize).max(usize::from(fraction > 0.0))
+}
+
+/// Assigns `groups`, in order and whole, to the first split of `quotas` still short of its count
+/// (training once all are full), unless `forced` names the group's split.
+fn fill_quotas<const N: usize>(
+    groups: Vec<Vec<usize>>,
+    mut quotas: [(Split, usize); N],
+    out: &mut [Split],
+    forced: impl Fn(&[usize]) -> Option<Split>,
+) {
+    for g in groups {
+        let split =
+            forced(&g).unwrap_or_else(|| match quotas.iter_mut().find(|(_, left)| *left > 0) {
+                Some((split, left)) => {
+                    *left = left.saturating_sub(g.len());
+                    *split
+                }
+                None => Split::Train,
+            });
+        g.iter().for_each(|&i| out[i] = split);
+    }
 }
 
 /// One manifest row.

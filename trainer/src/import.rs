@@ -221,8 +221,8 @@ fn conv_bns(net: &mut crate::model::MobileNetV2) -> Vec<&mut ConvBn> {
 
 /// Loads the weights of the leukoscope ONNX file at `path` into `model` (same architecture),
 /// after checking the file's contract equals `contract` (MobileNetV2 may differ in input size:
-/// its BatchNorm statistics are then measured at this run's size). `calibration` are preprocessed training
-/// pictures for the BatchNorm statistics (MobileNetV2 only; a few dozen are enough).
+/// its BatchNorm statistics are then measured at this run's size). `calibration` are preprocessed
+/// training pictures for the BatchNorm statistics (MobileNetV2 only; a few dozen are enough).
 pub fn load_onnx_weights(
     mut model: Classifier,
     path: &Path,
@@ -249,27 +249,29 @@ pub fn load_onnx_weights(
     })?;
     // MobileNetV2 ends in a global average pool, so its weights fit any input size: a model can
     // be fine-tuned at a higher resolution than the file's. The compact CNN's dense layer cannot.
-    let resized =
-        (theirs.input_height, theirs.input_width) != (contract.input_height, contract.input_width);
     let same_size = ModelContract {
         input_height: contract.input_height,
         input_width: contract.input_width,
         ..theirs.clone()
     };
-    if same_size != *contract || (resized && matches!(model, Classifier::Cnn(_))) {
+    if same_size != *contract {
         bail!(
             "--init-from {}: its contract (labels {:?}, input {}) differs from this run's \
-             (labels {:?}, input {}) or in normalization{}",
+             (labels {:?}, input {}) in labels or normalization",
             path.display(),
             theirs.labels,
             theirs.input_size_string(),
             contract.labels,
-            contract.input_size_string(),
-            if resized && same_size == *contract {
-                " (only MobileNetV2 can change its input size)"
-            } else {
-                ""
-            }
+            contract.input_size_string()
+        );
+    }
+    if theirs != *contract && matches!(model, Classifier::Cnn(_)) {
+        bail!(
+            "--init-from {}: its contract's input is {}, this run's {}; only MobileNetV2 can \
+             change its input size (the compact CNN's dense layer depends on it)",
+            path.display(),
+            theirs.input_size_string(),
+            contract.input_size_string()
         );
     }
     let graph = proto.graph.as_ref().context("no graph").map_err(named)?;

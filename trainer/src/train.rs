@@ -508,7 +508,7 @@ fn init_from_run(
         .load_run()
         .map_err(|e| anyhow::anyhow!("--init-from {}: {e}", dir.display()))?;
     let contract = earlier.load_contract()?;
-    // MobileNetV2's weights fit any input size (global average pool); the CNN's dense layer not.
+    // MobileNetV2's weights fit any input size (global average pool); the CNN's dense layer does not.
     let size_ok = file.config.size == config.size
         || matches!(config.model, crate::model::ModelSpec::Mobilenetv2 { .. });
     if file.config.model != config.model || !size_ok {

@@ -132,6 +132,13 @@ fn cnn_matches_in_tract() {
     check(ModelSpec::Cnn { dropout: 0.5 });
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// `fit --init-from FILE.onnx`: the weights read back from an exported file give the file's
 /// answers in inference mode and, BatchNorm re-derived from its statistics, the same answers in
 /// training mode on the pictures the statistics came from.
@@ -159,12 +166,7 @@ fn round_trip(spec: ModelSpec) {
     };
     let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
     let expected = values(model.probabilities(batch(&Device::flex())));
-    let max_diff = |got: &[f32]| {
-        got.iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max)
-    };
+    let max_diff = |got: &[f32]| max_abs_diff(got, &expected);
     let inference = values(loaded.clone().valid().probabilities(batch(&Device::flex())));
     assert!(
         max_diff(&inference) <= 1e-4,
@@ -203,11 +205,7 @@ fn round_trip(spec: ModelSpec) {
             };
             let inference = values(loaded.clone().valid().probabilities(batch(&Device::flex())));
             let training = values(loaded.probabilities(batch(&device)));
-            let diff = inference
-                .iter()
-                .zip(&training)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_abs_diff(&inference, &training);
             assert!(diff <= 1e-2, "at {} px: max |Δp| {diff}", SIZE + 16);
         }
         ModelSpec::Cnn { .. } => {

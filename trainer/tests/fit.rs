@@ -3,6 +3,7 @@
 mod common;
 
 use common::{report, synthetic_dataset, text, trainer};
+use std::path::Path;
 
 #[test]
 fn a_tiny_cnn_learns_visibly_different_classes() {
@@ -184,25 +185,8 @@ fn a_run_can_start_from_an_earlier_runs_weights() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synthetic_dataset(&data, 2, 12, 24, 8);
-    let fit = |out: &std::path::Path, size: &str, extra: &[&str]| {
-        let mut a = vec![
-            "fit",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            "cnn",
-            "--size",
-            size,
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "--no-evaluate",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        trainer(&a)
+    let fit = |out: &Path, size: &str, extra: &[&str]| {
+        one_epoch(&data, out, size, &["--model", "cnn"], extra)
     };
     let first = dir.path().join("first");
     let out = fit(&first, "24", &[]);
@@ -397,30 +381,15 @@ fn mobilenetv2_can_continue_at_a_larger_input_size() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synthetic_dataset(&data, 2, 12, 32, 10);
-    let fit = |out: &std::path::Path, size: &str, extra: &[&str]| {
-        let mut a = vec![
-            "fit",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            "mobilenetv2",
-            "--width",
-            "0.35",
-            "--head-units",
-            "16",
-            "--size",
-            size,
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "--no-evaluate",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        trainer(&a)
-    };
+    let model = [
+        "--model",
+        "mobilenetv2",
+        "--width",
+        "0.35",
+        "--head-units",
+        "16",
+    ];
+    let fit = |out: &Path, size: &str, extra: &[&str]| one_epoch(&data, out, size, &model, extra);
     let first = dir.path().join("first");
     let out = fit(&first, "24", &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -432,4 +401,30 @@ fn mobilenetv2_can_continue_at_a_larger_input_size() {
         serde_json::from_str(&std::fs::read_to_string(second.join("contract.json")).unwrap())
             .unwrap();
     assert_eq!(contract["input_height"], 32, "{contract}");
+}
+
+/// `trainer fit` for one epoch of `model` (its flags) on `data` at `size` px, without the test
+/// evaluation, plus `extra` flags.
+fn one_epoch(
+    data: &Path,
+    out: &Path,
+    size: &str,
+    model: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut a = vec!["fit", "--data", data.to_str().unwrap()];
+    a.extend_from_slice(model);
+    a.extend_from_slice(&[
+        "--size",
+        size,
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--no-evaluate",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    a.extend_from_slice(extra);
+    trainer(&a)
 }

@@ -149,9 +149,16 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
             contract.input_width
         ),
         model: format!(
-            "{} (run {}, best epoch by validation loss)",
+            "{} (run {}, {})",
             file.config.model.describe(),
-            file.info.id
+            file.info.id,
+            match file.config.average_from {
+                None => "best epoch by validation loss".to_string(),
+                Some(e) => format!(
+                    "mean of the weights at the end of epoch {e} and every later epoch, \
+                     BatchNorm statistics re-measured"
+                ),
+            }
         ),
         dataset: format!(
             "{} (manifest sha256 {})",

@@ -22,7 +22,6 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::model::Classifier;
-use crate::model::mobilenetv2::ConvBn;
 
 /// A weight and bias of one Conv or Gemm node, with the name of the node's output.
 struct Layer {
@@ -205,20 +204,6 @@ fn conv_statistics(
         .collect())
 }
 
-/// The model's ConvBn layers in the order export writes them.
-fn conv_bns(net: &mut crate::model::MobileNetV2) -> Vec<&mut ConvBn> {
-    let mut out = vec![&mut net.stem];
-    for block in &mut net.blocks {
-        if let Some(expand) = &mut block.expand {
-            out.push(expand);
-        }
-        out.push(&mut block.depthwise);
-        out.push(&mut block.project);
-    }
-    out.push(&mut net.last);
-    out
-}
-
 /// Loads the weights of the leukoscope ONNX file at `path` into `model` (same architecture),
 /// after checking the file's contract equals `contract` (MobileNetV2 may differ in input size:
 /// its BatchNorm statistics are then measured at this run's size). `calibration` are preprocessed
@@ -284,7 +269,7 @@ pub fn load_onnx_weights(
     };
     match &mut model {
         Classifier::MobileNetV2(net) => {
-            let n = conv_bns(net).len();
+            let n = net.conv_bns_mut().len();
             if convs.len() != n {
                 return Err(count_mismatch("convolution", convs.len(), n));
             }
@@ -298,7 +283,7 @@ pub fn load_onnx_weights(
                 );
             }
             let stats = conv_statistics(&proto, &convs, contract, calibration).map_err(named)?;
-            for ((cb, layer), s) in conv_bns(net).into_iter().zip(&convs).zip(&stats) {
+            for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&convs).zip(&stats) {
                 set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
                 set_batch_norm(&mut cb.bn, &layer.bias, s, device);
             }

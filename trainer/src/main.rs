@@ -174,6 +174,12 @@ struct FitArgs {
     /// as the shipped models/*-f32.onnx.
     #[arg(long, value_name = "RUN_DIR|FILE.onnx", conflicts_with = "pretrained")]
     init_from: Option<PathBuf>,
+    /// Stochastic weight averaging: from this epoch on (1-based), fold each epoch's final
+    /// weights into a running mean; when training ends, re-measure BatchNorm statistics on the
+    /// training pictures and make that mean the run's model (the best single epoch is kept as
+    /// model-best-epoch.bpk). Pair it with a constant learning rate and --patience 0.
+    #[arg(long, value_name = "EPOCH", value_parser = clap::value_parser!(u64).range(1..))]
+    average_from: Option<u64>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
@@ -352,6 +358,7 @@ fn run(cli: Cli) -> Result<()> {
                     strict: a.strict,
                     pretrained: a.pretrained,
                     init_from: a.init_from,
+                    average_from: a.average_from.map(|e| e as usize),
                     backend: a.backend,
                 }
             };

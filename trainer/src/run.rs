@@ -7,7 +7,9 @@
 //!   manifest.csv      the split: file,sha256,class,split
 //!   history.json      one EpochRecord per finished epoch
 //!   checkpoint/       the last finished epoch: model.bpk, optimizer.bpk, scheduler.bpk, state.json
-//!   model-best.bpk    weights with the lowest validation loss so far
+//!                     (and average.bpk, the weight average so far, with --average-from)
+//!   model-best.bpk    weights with the lowest validation loss so far; with --average-from, once
+//!                     training ends, the weight average (and model-best-epoch.bpk the former)
 //!   report/           the test-split evaluation report (JSON, Markdown, PNG)
 //! ```
 
@@ -69,6 +71,10 @@ pub struct RunConfig {
     /// The earlier run whose best weights this run started from, if any (fine-tuning).
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Stochastic weight averaging: the 1-based epoch from which the end-of-epoch weights are
+    /// averaged into the run's model (`None`: the best epoch by validation loss is the model).
+    #[serde(default)]
+    pub average_from: Option<usize>,
     /// Compute backend.
     pub backend: BackendKind,
 }
@@ -120,6 +126,10 @@ pub struct TrainState {
     pub stale_epochs: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// End-of-epoch snapshots in the weight average (`checkpoint/average.bpk`), with
+    /// `--average-from`.
+    #[serde(default)]
+    pub averaged: usize,
 }
 
 /// Paths inside a run folder.
@@ -150,6 +160,11 @@ impl RunDir {
     /// `model-best.bpk`.
     pub fn best_model(&self) -> PathBuf {
         self.0.join("model-best.bpk")
+    }
+    /// `model-best-epoch.bpk`: with `--average-from`, the best single epoch's weights, kept
+    /// beside the average that replaced them as `model-best.bpk`.
+    pub fn best_epoch_model(&self) -> PathBuf {
+        self.0.join("model-best-epoch.bpk")
     }
     /// `report/`.
     pub fn report(&self) -> PathBuf {

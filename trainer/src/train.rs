@@ -22,6 +22,7 @@ use edge::report::EpochRecord;
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 
+use crate::average::{WeightAverage, remeasure_batch_norm};
 use crate::backend::training_device;
 use crate::data::balance::{Sampling, class_weights, epoch_order, smote};
 use crate::data::batches::{LabeledImages, stream};
@@ -232,11 +233,20 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
 
     let mut state = TrainState::default();
     let mut history: Vec<EpochRecord> = Vec::new();
+    let mut average: Option<WeightAverage> = None;
     if previous.is_some()
         && let Some(ckpt) = latest_checkpoint(&run)
     {
         (model, optim, scheduler, state, history) =
             load_checkpoint(&ckpt, model, optim, scheduler)?;
+        if state.averaged > 0 {
+            let path = ckpt.join("average.bpk");
+            let mean = model
+                .clone()
+                .try_load_file(&path)
+                .map_err(|e| anyhow::anyhow!("{}: cannot load: {e}", path.display()))?;
+            average = Some(WeightAverage::resume(mean, state.averaged));
+        }
         eprintln!(
             "resuming after epoch {} from {}",
             state.epochs_done,
@@ -334,7 +344,22 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
             images_per_s
         );
         history.push(record);
-        save_checkpoint(&run, &model, &optim, &scheduler, &state, &history)?;
+        if config.average_from.is_some_and(|from| epoch + 1 >= from) {
+            match &mut average {
+                Some(mean) => mean.add(&model),
+                None => average = Some(WeightAverage::new(&model)),
+            }
+            state.averaged = average.as_ref().map_or(0, |m| m.count);
+        }
+        save_checkpoint(
+            &run,
+            &model,
+            average.as_ref().map(|m| &m.model),
+            &optim,
+            &scheduler,
+            &state,
+            &history,
+        )?;
         if state.stopped_early {
             eprintln!(
                 "early stop: validation loss has not improved for {} epochs (best at epoch {})",
@@ -342,10 +367,56 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
             );
         }
     }
+    if let Some(mean) = average {
+        finish_average(
+            &run, mean, &train, &val, &contract, &loss_fn, &device, &config,
+        )?;
+    } else if config.average_from.is_some() {
+        eprintln!(
+            "warning: training ended before epoch {} (--average-from): the model is the best epoch",
+            config.average_from.unwrap_or_default()
+        );
+    }
     if req.evaluate {
         evaluate_run(&run, None, config.backend)?;
     }
     Ok(())
+}
+
+/// Makes the weight average the run's model: BatchNorm re-measured on the training pictures,
+/// validated, written as `model-best.bpk`, the best single epoch kept as `model-best-epoch.bpk`.
+#[allow(clippy::too_many_arguments)]
+fn finish_average(
+    run: &RunDir,
+    mean: WeightAverage,
+    train: &LabeledImages,
+    val: &LabeledImages,
+    contract: &ModelContract,
+    loss_fn: &CrossEntropyLoss,
+    device: &Device,
+    config: &crate::run::RunConfig,
+) -> Result<()> {
+    let count = mean.count;
+    eprintln!(
+        "averaged {count} epoch(s): re-measuring BatchNorm statistics on the training pictures"
+    );
+    let model = remeasure_batch_norm(mean.model, train, contract, device, config.batch);
+    let (loss, accuracy) = validate(&model, val, contract, loss_fn, device, config.batch);
+    eprintln!(
+        "weight average of {count} epoch(s): val loss {loss:.4} acc {:.2}% (becomes the run's model)",
+        accuracy * 100.0
+    );
+    // A second finish (a resume of a finished run) must not overwrite the best epoch with the mean.
+    if !run.best_epoch_model().exists() {
+        std::fs::copy(run.best_model(), run.best_epoch_model()).with_context(|| {
+            format!(
+                "cannot keep {} as {}",
+                run.best_model().display(),
+                run.best_epoch_model().display()
+            )
+        })?;
+    }
+    save_model_atomically(&model, &run.best_model())
 }
 
 /// The loss: cross-entropy on logits, with inverse-frequency class weights if asked.
@@ -418,6 +489,7 @@ fn save_model_atomically(model: &Classifier, path: &Path) -> Result<()> {
 fn save_checkpoint(
     run: &RunDir,
     model: &Classifier,
+    average: Option<&Classifier>,
     optim: &ModuleOptimizer,
     scheduler: &ModuleLrScheduler,
     state: &TrainState,
@@ -435,6 +507,11 @@ fn save_checkpoint(
         .clone()
         .save_file(tmp.join("model.bpk"))
         .map_err(|e| io("model", &e))?;
+    if let Some(mean) = average {
+        mean.clone()
+            .save_file(tmp.join("average.bpk"))
+            .map_err(|e| io("weight average", &e))?;
+    }
     optim
         .save(tmp.join("optimizer.bpk"))
         .map_err(|e| io("optimizer", &e))?;

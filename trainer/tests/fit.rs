@@ -181,6 +181,97 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
 }
 
 #[test]
+fn weight_averaging_makes_the_mean_the_runs_model_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 2, 15, 24, 4);
+    let fit = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "fit",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(&[
+            "--model",
+            "mobilenetv2",
+            "--width",
+            "0.35",
+            "--head-units",
+            "16",
+            "--size",
+            "24",
+            "--batch",
+            "8",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e-3",
+            "--average-from",
+            "2",
+            "--patience",
+            "0",
+            "--no-evaluate",
+        ]);
+        a.extend_from_slice(extra);
+        trainer(&a)
+    };
+    let straight = dir.path().join("straight");
+    let out = fit(&straight, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Epochs 2 and 3 are averaged.
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("weight average of 2 epoch(s): val loss "))
+        .unwrap_or_else(|| panic!("no weight-average line in\n{log}"));
+    let val_loss = |l: &str| -> f64 {
+        l.split("val loss ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mean = std::fs::read(straight.join("model-best.bpk")).unwrap();
+    let best = std::fs::read(straight.join("model-best-epoch.bpk")).unwrap();
+    assert_ne!(
+        mean, best,
+        "the mean replaced the best epoch as the run's model"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(straight.join("checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["averaged"], 2, "{state}");
+
+    // Interrupted after epoch 2 (one snapshot in the average), then resumed: the same mean.
+    let interrupted = dir.path().join("interrupted");
+    let out = fit(&interrupted, &["--stop-after", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(interrupted.join("checkpoint/average.bpk").exists());
+    assert!(!interrupted.join("model-best-epoch.bpk").exists());
+    let out = trainer(&[
+        "fit",
+        "--resume",
+        "--no-evaluate",
+        "--out",
+        interrupted.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let resumed = String::from_utf8_lossy(&out.stderr).into_owned();
+    let again = resumed
+        .lines()
+        .find(|l| l.starts_with("weight average of 2 epoch(s): val loss "))
+        .unwrap_or_else(|| panic!("no weight-average line in\n{resumed}"));
+    let (a, b) = (val_loss(line), val_loss(again));
+    assert!((a - b).abs() <= 1e-4 * a.max(1.0), "{a} vs {b}");
+}
+
+#[test]
 fn a_run_can_start_from_an_earlier_runs_weights() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

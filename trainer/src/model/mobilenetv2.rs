@@ -185,6 +185,20 @@ impl MobileNetV2 {
         let x = self.relu.forward(self.hidden.forward(x));
         self.output.forward(self.dropout.forward(x))
     }
+
+    /// Every Conv+BatchNorm layer, in the order export writes them.
+    pub(crate) fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut out = vec![&mut self.stem];
+        for block in &mut self.blocks {
+            if let Some(expand) = &mut block.expand {
+                out.push(expand);
+            }
+            out.push(&mut block.depthwise);
+            out.push(&mut block.project);
+        }
+        out.push(&mut self.last);
+        out
+    }
 }
 
 #[cfg(test)]

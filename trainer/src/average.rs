@@ -98,7 +98,10 @@ pub fn remeasure_batch_norm(
     let Classifier::MobileNetV2(net) = model else {
         return model;
     };
-    let mut net = net.train();
+    // Training mode (BatchNorm updates its running statistics) without gradient tracking: with
+    // it, the autodiff graph of every forward pass is kept for a backward that never comes, and
+    // one pass over a few thousand 224 px pictures outgrows 24 GiB.
+    let mut net = net.train().set_require_grad(false);
     let order: Vec<usize> = (0..images.len()).collect();
     for (t, b) in stream(images.clone(), order, batch, contract.clone(), None, 0, 0)
         .into_iter()

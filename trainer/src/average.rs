@@ -5,12 +5,14 @@
 //! than any single epoch's weights, which tends to generalise better; it costs no extra training.
 //! BatchNorm's running statistics do not average that way (the mean network's activations are
 //! not the mean of the epochs' activations), so once training ends they are measured again: one
-//! pass over the training pictures in training mode, with each layer keeping the plain mean of
-//! the batches' statistics.
+//! pass over the training pictures (shuffled, with the training augmentation) in training mode,
+//! each layer keeping the plain mean of the batches' statistics.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
+use crate::data::augment::AugmentConfig;
+use crate::data::balance::{Sampling, epoch_order};
 use crate::data::batches::{LabeledImages, stream};
 use crate::model::Classifier;
 use edge::contract::ModelContract;
@@ -85,15 +87,22 @@ impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Blend<I> {
     }
 }
 
-/// Measures BatchNorm's running statistics of `model` afresh: one pass over `images` (no
-/// augmentation) in training mode, each layer's statistics the plain mean over the batches.
+/// Measures BatchNorm's running statistics of `model` afresh: one pass over `images` in training
+/// mode, in a shuffled order, with the training `augment`ation if given (the statistics the
+/// weights were trained against), each layer's statistics the plain mean over the batches.
 /// Returns the model in inference mode. Models without BatchNorm come back unchanged.
+///
+/// The order must be shuffled: a layer's variance becomes the mean of the batches' variances,
+/// and batches of one class each (the images' stored order) would leave out the variance between
+/// classes.
 pub fn remeasure_batch_norm(
     model: Classifier,
     images: &LabeledImages,
     contract: &ModelContract,
     training_device: &Device,
     batch: usize,
+    augment: Option<AugmentConfig>,
+    seed: u64,
 ) -> Classifier {
     let Classifier::MobileNetV2(net) = model else {
         return model;
@@ -102,17 +111,28 @@ pub fn remeasure_batch_norm(
     // it, the autodiff graph of every forward pass is kept for a backward that never comes, and
     // one pass over a few thousand 224 px pictures outgrows 24 GiB.
     let mut net = net.train().set_require_grad(false);
-    let order: Vec<usize> = (0..images.len()).collect();
-    for (t, b) in stream(images.clone(), order, batch, contract.clone(), None, 0, 0)
-        .into_iter()
-        .enumerate()
+    // An order and augmentation stream of their own, apart from the training epochs'.
+    let pass = usize::MAX;
+    let classes: Vec<usize> = images.iter().map(|(_, c)| *c).collect();
+    let order = epoch_order(&classes, Sampling::Uniform, seed, pass);
+    for (t, b) in stream(
+        images.clone(),
+        order,
+        batch,
+        contract.clone(),
+        augment,
+        seed,
+        pass,
+    )
+    .into_iter()
+    .enumerate()
     {
         // Momentum 1/(t+1) makes the running value the mean of the t+1 batches seen.
         for layer in net.conv_bns_mut() {
             layer.bn.momentum = 1.0 / (t as f64 + 1.0);
         }
         let (x, _, _) = b.into_tensors(contract, training_device);
-        // Only the BatchNorm side effect matters; the logits (and their graph) are dropped.
+        // Only the BatchNorm side effect matters; the logits are dropped.
         let _ = net.forward(x);
     }
     for layer in net.conv_bns_mut() {
@@ -184,7 +204,15 @@ mod tests {
             (grey(200), 1),
         ]);
         let stem_mean_of = |imgs: Vec<(image::RgbImage, usize)>| -> Vec<f32> {
-            let m = remeasure_batch_norm(model.clone(), &Arc::new(imgs), &contract, &device, 2);
+            let m = remeasure_batch_norm(
+                model.clone(),
+                &Arc::new(imgs),
+                &contract,
+                &device,
+                2,
+                None,
+                0,
+            );
             let Classifier::MobileNetV2(net) = m else {
                 unreachable!()
             };
@@ -208,5 +236,36 @@ mod tests {
             );
         }
         assert_ne!(dark, light);
+    }
+
+    #[test]
+    fn remeasured_variance_includes_the_variance_between_classes() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let model = spec().init(2, 32, &device);
+        let contract = ModelContract::new(vec!["a".into(), "b".into()], 32);
+        // Stored class by class, as the training set is. Flat pictures vary almost only between
+        // the classes, so batches of one class each would see nearly none of that variance.
+        let grey = |v: u8| image::RgbImage::from_pixel(32, 32, image::Rgb([v, v, v]));
+        let images: Vec<(image::RgbImage, usize)> = (0..16)
+            .map(|i| if i < 8 { (grey(40), 0) } else { (grey(200), 1) })
+            .collect();
+        let images: LabeledImages = Arc::new(images);
+        let stem_var = |batch: usize| -> f32 {
+            let m =
+                remeasure_batch_norm(model.clone(), &images, &contract, &device, batch, None, 7);
+            let Classifier::MobileNetV2(net) = m else {
+                unreachable!()
+            };
+            let var = net.stem.bn.running_var.value().into_data();
+            var.try_to_vec::<f32>().unwrap().iter().sum()
+        };
+        // One batch of all 16 is the population's variance; batches of 4 must come near it.
+        let (population, batched) = (stem_var(16), stem_var(4));
+        assert!(population > 0.0);
+        assert!(
+            batched > 0.5 * population,
+            "batches of 4: {batched}, population {population}"
+        );
     }
 }

@@ -397,10 +397,21 @@ fn finish_average(
     config: &crate::run::RunConfig,
 ) -> Result<()> {
     let count = mean.count;
+    let augment = config.augment.is_active().then(|| config.augment.clone());
     eprintln!(
-        "averaged {count} epoch(s): re-measuring BatchNorm statistics on the training pictures"
+        "averaged {count} epoch(s): re-measuring BatchNorm statistics on the training pictures \
+         (shuffled{})",
+        if augment.is_some() { ", augmented" } else { "" }
     );
-    let model = remeasure_batch_norm(mean.model, train, contract, device, config.batch);
+    let model = remeasure_batch_norm(
+        mean.model,
+        train,
+        contract,
+        device,
+        config.batch,
+        augment,
+        config.seed,
+    );
     let (loss, accuracy) = validate(&model, val, contract, loss_fn, device, config.batch);
     eprintln!(
         "weight average of {count} epoch(s): val loss {loss:.4} acc {:.2}% (becomes the run's model)",

@@ -17,7 +17,7 @@ use crate::data::folder::{ImageFolder, class_folders, scan};
 use crate::data::split::{Split, read_manifest};
 use crate::model::{Classifier, parameter_bytes};
 use crate::progress;
-use crate::run::RunDir;
+use crate::run::{AverageSummary, RunDir, read_json};
 
 /// Class probabilities for framed pictures, `batch` at a time, and the images/s achieved.
 pub fn predict(
@@ -152,12 +152,13 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
             "{} (run {}, {})",
             file.config.model.describe(),
             file.info.id,
-            match file.config.average_from {
-                None => "best epoch by validation loss".to_string(),
-                Some(e) => format!(
-                    "mean of the weights at the end of epoch {e} and every later epoch, \
-                     BatchNorm statistics re-measured"
+            match read_json::<AverageSummary>(&run.average_summary()) {
+                Ok(a) => format!(
+                    "mean of the weights at the end of {} epochs from epoch {}, BatchNorm \
+                     statistics re-measured",
+                    a.snapshots, a.from_epoch
                 ),
+                Err(_) => "best epoch by validation loss".to_string(),
             }
         ),
         dataset: format!(

@@ -9,7 +9,8 @@
 //!   checkpoint/       the last finished epoch: model.bpk, optimizer.bpk, scheduler.bpk, state.json
 //!                     (and average.bpk, the weight average so far, with --average-from)
 //!   model-best.bpk    weights with the lowest validation loss so far; with --average-from, once
-//!                     training ends, the weight average (and model-best-epoch.bpk the former)
+//!                     training ends, the weight average, described in average.json (and
+//!                     model-best-epoch.bpk the best single epoch)
 //!   report/           the test-split evaluation report (JSON, Markdown, PNG)
 //! ```
 
@@ -132,6 +133,19 @@ pub struct TrainState {
     pub averaged: usize,
 }
 
+/// `average.json`: present when `model-best.bpk` holds the weight average (`--average-from`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AverageSummary {
+    /// End-of-epoch snapshots averaged.
+    pub snapshots: usize,
+    /// The first of them (1-based epoch).
+    pub from_epoch: usize,
+    /// Validation loss of the average (BatchNorm re-measured).
+    pub valid_loss: f64,
+    /// Validation accuracy of the average.
+    pub valid_accuracy: f64,
+}
+
 /// Paths inside a run folder.
 #[derive(Clone, Debug)]
 pub struct RunDir(pub PathBuf);
@@ -161,10 +175,14 @@ impl RunDir {
     pub fn best_model(&self) -> PathBuf {
         self.0.join("model-best.bpk")
     }
-    /// `model-best-epoch.bpk`: with `--average-from`, the best single epoch's weights, kept
-    /// beside the average that replaced them as `model-best.bpk`.
+    /// `model-best-epoch.bpk`: with `--average-from`, the best single epoch's weights (the
+    /// average replaces them as `model-best.bpk` when training ends).
     pub fn best_epoch_model(&self) -> PathBuf {
         self.0.join("model-best-epoch.bpk")
+    }
+    /// `average.json`.
+    pub fn average_summary(&self) -> PathBuf {
+        self.0.join("average.json")
     }
     /// `report/`.
     pub fn report(&self) -> PathBuf {

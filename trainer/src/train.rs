@@ -35,7 +35,9 @@ use crate::model::Classifier;
 use crate::optim::{build_optimizer, build_schedule};
 use crate::pretrained;
 use crate::progress;
-use crate::run::{RunConfig, RunDir, RunFile, RunInfo, TrainState, read_json, write_json};
+use crate::run::{
+    AverageSummary, RunConfig, RunDir, RunFile, RunInfo, TrainState, read_json, write_json,
+};
 
 /// What `fit` is asked to do besides the run's settings.
 pub struct FitRequest<'a> {
@@ -327,6 +329,11 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
             state.best_epoch = epoch + 1;
             state.stale_epochs = 0;
             save_model_atomically(&model, &run.best_model())?;
+            if config.average_from.is_some() {
+                // model-best.bpk is a single epoch again until the average is finished.
+                save_model_atomically(&model, &run.best_epoch_model())?;
+                remove_if_present(&run.average_summary())?;
+            }
         } else {
             state.stale_epochs += 1;
         }
@@ -384,7 +391,8 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
 }
 
 /// Makes the weight average the run's model: BatchNorm re-measured on the training pictures,
-/// validated, written as `model-best.bpk`, the best single epoch kept as `model-best-epoch.bpk`.
+/// validated, written as `model-best.bpk` (the best single epoch stays in `model-best-epoch.bpk`),
+/// and described in `average.json`.
 #[allow(clippy::too_many_arguments)]
 fn finish_average(
     run: &RunDir,
@@ -417,17 +425,25 @@ fn finish_average(
         "weight average of {count} epoch(s): val loss {loss:.4} acc {:.2}% (becomes the run's model)",
         accuracy * 100.0
     );
-    // A second finish (a resume of a finished run) must not overwrite the best epoch with the mean.
-    if !run.best_epoch_model().exists() {
-        std::fs::copy(run.best_model(), run.best_epoch_model()).with_context(|| {
-            format!(
-                "cannot keep {} as {}",
-                run.best_model().display(),
-                run.best_epoch_model().display()
-            )
-        })?;
+    save_model_atomically(&model, &run.best_model())?;
+    write_json(
+        &run.average_summary(),
+        &AverageSummary {
+            snapshots: count,
+            from_epoch: config.average_from.unwrap_or(1),
+            valid_loss: loss,
+            valid_accuracy: accuracy,
+        },
+    )
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
     }
-    save_model_atomically(&model, &run.best_model())
 }
 
 /// The loss: cross-entropy on logits, with inverse-frequency class weights if asked.

@@ -212,7 +212,6 @@ fn weight_averaging_makes_the_mean_the_runs_model_and_resumes_exactly() {
             "2",
             "--patience",
             "0",
-            "--no-evaluate",
         ]);
         a.extend_from_slice(extra);
         trainer(&a)
@@ -242,6 +241,17 @@ fn weight_averaging_makes_the_mean_the_runs_model_and_resumes_exactly() {
         mean, best,
         "the mean replaced the best epoch as the run's model"
     );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("average.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["snapshots"], 2, "{summary}");
+    assert_eq!(summary["from_epoch"], 2, "{summary}");
+    // The test report says which weights it evaluated.
+    let report = std::fs::read_to_string(straight.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("mean of the weights at the end of 2 epochs from epoch 2"),
+        "{report}"
+    );
     let state: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(straight.join("checkpoint/state.json")).unwrap(),
     )
@@ -250,10 +260,15 @@ fn weight_averaging_makes_the_mean_the_runs_model_and_resumes_exactly() {
 
     // Interrupted after epoch 2 (one snapshot in the average), then resumed: the same mean.
     let interrupted = dir.path().join("interrupted");
-    let out = fit(&interrupted, &["--stop-after", "2"]);
+    let out = fit(&interrupted, &["--stop-after", "2", "--no-evaluate"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(interrupted.join("checkpoint/average.bpk").exists());
-    assert!(!interrupted.join("model-best-epoch.bpk").exists());
+    // Until training ends the run's model is still its best single epoch.
+    assert!(!interrupted.join("average.json").exists());
+    assert_eq!(
+        std::fs::read(interrupted.join("model-best.bpk")).unwrap(),
+        std::fs::read(interrupted.join("model-best-epoch.bpk")).unwrap()
+    );
     let out = trainer(&[
         "fit",
         "--resume",
@@ -267,6 +282,7 @@ fn weight_averaging_makes_the_mean_the_runs_model_and_resumes_exactly() {
         .lines()
         .find(|l| l.starts_with("weight average of 2 epoch(s): val loss "))
         .unwrap_or_else(|| panic!("no weight-average line in\n{resumed}"));
+    assert!(interrupted.join("average.json").exists());
     let (a, b) = (val_loss(line), val_loss(again));
     assert!((a - b).abs() <= 1e-4 * a.max(1.0), "{a} vs {b}");
 }

@@ -155,6 +155,19 @@ mod tests {
         }
     }
 
+    /// A small MobileNetV2 for two classes at 32 px on the autodiff device, and its contract.
+    fn fixture(seed: u64) -> (Device, Classifier, ModelContract) {
+        let device = Device::flex().autodiff();
+        device.seed(seed);
+        let model = spec().init(2, 32, &device);
+        let contract = ModelContract::new(vec!["a".into(), "b".into()], 32);
+        (device, model, contract)
+    }
+
+    fn grey(v: u8) -> image::RgbImage {
+        image::RgbImage::from_pixel(32, 32, image::Rgb([v, v, v]))
+    }
+
     fn tensors(model: &Classifier) -> Vec<Vec<f32>> {
         let mut c = Collect(Vec::new());
         model.visit(&mut c);
@@ -190,13 +203,9 @@ mod tests {
 
     #[test]
     fn remeasured_batch_norm_statistics_are_the_mean_over_the_batches() {
-        let device = Device::flex().autodiff();
-        device.seed(2);
-        let model = spec().init(2, 32, &device);
-        let contract = ModelContract::new(vec!["a".into(), "b".into()], 32);
+        let (device, model, contract) = fixture(2);
         // Two batches of flat grey pictures, one dark and one light: the stem's per-channel
         // running mean must be the mean of the two batches' means, not the last batch's.
-        let grey = |v: u8| image::RgbImage::from_pixel(32, 32, image::Rgb([v, v, v]));
         let images: LabeledImages = Arc::new(vec![
             (grey(40), 0),
             (grey(40), 0),
@@ -240,13 +249,9 @@ mod tests {
 
     #[test]
     fn remeasured_variance_includes_the_variance_between_classes() {
-        let device = Device::flex().autodiff();
-        device.seed(3);
-        let model = spec().init(2, 32, &device);
-        let contract = ModelContract::new(vec!["a".into(), "b".into()], 32);
+        let (device, model, contract) = fixture(3);
         // Stored class by class, as the training set is. Flat pictures vary almost only between
         // the classes, so batches of one class each would see nearly none of that variance.
-        let grey = |v: u8| image::RgbImage::from_pixel(32, 32, image::Rgb([v, v, v]));
         let images: Vec<(image::RgbImage, usize)> = (0..16)
             .map(|i| if i < 8 { (grey(40), 0) } else { (grey(200), 1) })
             .collect();

@@ -378,10 +378,9 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         finish_average(
             &run, mean, &train, &val, &contract, &loss_fn, &device, &config,
         )?;
-    } else if config.average_from.is_some() {
+    } else if let Some(from) = config.average_from {
         eprintln!(
-            "warning: training ended before epoch {} (--average-from): the model is the best epoch",
-            config.average_from.unwrap_or_default()
+            "warning: training ended before epoch {from} (--average-from): the model is the best epoch"
         );
     }
     if req.evaluate {

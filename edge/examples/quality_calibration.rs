@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let root = data.join("all-taleqani");
     let mut files = Vec::new();
     for class in ["Benign", "Early", "Pre", "Pro"] {
-        files.extend(edge::classify::expand_paths(&[root.join(class)]));
+        files.extend(leukoscope_model::images::expand_paths(&[root.join(class)]));
     }
     anyhow::ensure!(!files.is_empty(), "no pictures under {}", root.display());
     println!("config: {cfg:?}");
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         String::from("file,set,focus,mean,p999,clipped_fraction,stained_fraction,retake\n");
     let started = Instant::now();
     for (i, f) in files.iter().enumerate() {
-        let img = match edge::preprocess::decode_image(f) {
+        let img = match leukoscope_model::preprocess::decode_image(f) {
             Ok(img) => img,
             Err(e) => {
                 eprintln!("skipped: {e}");
@@ -158,10 +158,10 @@ fn main() -> anyhow::Result<()> {
 
     if args.cnmc {
         let root = data.join("cnmc-2019");
-        let files = edge::classify::expand_paths(&[root.join("all"), root.join("hem")]);
+        let files = leukoscope_model::images::expand_paths(&[root.join("all"), root.join("hem")]);
         let mut figs = Vec::new();
         for f in files.iter().step_by(10) {
-            if let Ok(img) = edge::preprocess::decode_image(f) {
+            if let Ok(img) = leukoscope_model::preprocess::decode_image(f) {
                 figs.push(gate.assess(&img));
             }
         }
@@ -297,7 +297,7 @@ fn montage(files: &[PathBuf], cfg: &QualityConfig, out: &Path) -> anyhow::Result
     let rows = files.len().div_ceil(2) as u32;
     let mut m = RgbImage::new(4 * s, rows * s);
     for (i, f) in files.iter().enumerate() {
-        let img = edge::preprocess::decode_image(f)?;
+        let img = leukoscope_model::preprocess::decode_image(f)?;
         let img = image::imageops::resize(&img, s, s, image::imageops::FilterType::Triangle);
         let mut mask = img.clone();
         for p in mask.pixels_mut() {

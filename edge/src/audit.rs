@@ -34,11 +34,12 @@ use plotters::style::text_anchor::{HPos, VPos};
 use thiserror::Error;
 
 use crate::decision::{SCREENING_NOTE, SlideVerdict};
-use crate::report::{self, FONT, MUTED, PALETTE, PlotResult, ReportError, TEXT};
 use crate::store::{
     FrameDecision, FrameRow, SessionCounts, SessionRow, SessionState, Store, StoreError,
     format_time,
 };
+use leukoscope_model::evaluation_report::ReportError;
+use leukoscope_model::evaluation_report::plot::{self, FONT, MUTED, PALETTE, PlotResult, TEXT};
 
 /// The most thumbnails a report shows (it is one page).
 pub const MAX_THUMBNAILS: usize = 12;
@@ -336,10 +337,10 @@ pub fn write_session_report(
         }
     }
 
-    report::register_font()?;
+    plot::register_font()?;
     let bars = chart_bars(&session, &facts.counts);
     let subtitle = facts.title.clone();
-    report::render_png(&files.chart, CHART_SIZE, |root| {
+    plot::render_png(&files.chart, CHART_SIZE, |root| {
         draw_counts(root, &bars, &subtitle)
     })?;
     let chart_png = std::fs::read(&files.chart).map_err(|source| ReportError::Io {
@@ -534,7 +535,7 @@ fn thumbs(session: &SessionRow, frames: &[FrameRow], flagged_dir: Option<&Path>)
 
 /// A JPEG thumbnail of at most `THUMBNAIL_SIZE` on its longest side.
 fn thumbnail(resizer: &mut Resizer, path: &Path) -> Result<Vec<u8>, String> {
-    let img = crate::preprocess::decode_image(path).map_err(|e| e.to_string())?;
+    let img = leukoscope_model::preprocess::decode_image(path).map_err(|e| e.to_string())?;
     let (w, h) = (img.width(), img.height());
     let scale = f64::from(THUMBNAIL_SIZE) / f64::from(w.max(h));
     let small: RgbImage = if scale >= 1.0 {
@@ -577,12 +578,12 @@ fn chart_bars(session: &SessionRow, c: &SessionCounts) -> Vec<(String, u32, RGBC
 }
 
 fn draw_counts(
-    root: &report::Area<'_>,
+    root: &plot::Area<'_>,
     bars: &[(String, u32, RGBColor)],
     subtitle: &str,
 ) -> PlotResult {
     root.fill(&WHITE)?;
-    report::header(root, "Frames per class", subtitle)?;
+    plot::header(root, "Frames per class", subtitle)?;
     let body = root.margin(80, 10, 10, 10);
     let n = bars.len();
     let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1);
@@ -614,7 +615,7 @@ fn draw_counts(
         let x = i as f64;
         Rectangle::new([(x + 0.15, 0.0), (x + 0.85, f64::from(*v))], c.filled())
     }))?;
-    let value_style = report::style(16.0, &TEXT, HPos::Center, VPos::Bottom);
+    let value_style = plot::style(16.0, &TEXT, HPos::Center, VPos::Bottom);
     chart.draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
         Text::new(
             v.to_string(),
@@ -623,7 +624,7 @@ fn draw_counts(
         )
     }))?;
     // Class names under the bars, in pixel coordinates (the x axis has no numeric meaning).
-    let name_style = report::style(16.0, &MUTED, HPos::Center, VPos::Top);
+    let name_style = plot::style(16.0, &MUTED, HPos::Center, VPos::Top);
     for (i, (label, _, _)) in bars.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
         root.draw(&Text::new(label.clone(), (px, py + 8), name_style.clone()))?;

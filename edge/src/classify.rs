@@ -5,12 +5,12 @@
 //! "error": str|null}`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::model::OnnxClassifier;
-use crate::preprocess::{Preprocessor, decode_image};
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::preprocess::{Preprocessor, decode_image};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,44 +38,6 @@ pub struct Row {
     pub error: Option<String>,
 }
 
-const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
-
-/// Expands the command-line paths: files as given, folders recursively (image files only,
-/// sorted). A path that does not exist is kept, so it is reported as an error row.
-pub fn expand_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = walk(p);
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else if path
-            .extension()
-            .map(|x| x.to_string_lossy().to_ascii_lowercase())
-            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str()))
-        {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// Classifies one image file.
 pub fn classify_file(
     model: &OnnxClassifier,
@@ -90,7 +52,7 @@ pub fn classify_file(
     let path_text = path.display().to_string();
     match result {
         Ok(p) => {
-            let best = crate::metrics::argmax(&p);
+            let best = leukoscope_model::metrics::argmax(&p);
             let labels = &model.contract().labels;
             Row {
                 path: path_text,

@@ -119,7 +119,7 @@ pub fn decide_frame(
         probabilities.len(),
         "one probability per label"
     );
-    let class = crate::metrics::argmax(probabilities);
+    let class = leukoscope_model::metrics::argmax(probabilities);
     let confidence = probabilities[class];
     let label = labels[class].clone();
     let kind = if confidence.is_nan() || confidence < config.min_confidence {

@@ -1,32 +1,20 @@
-//! leukoscope on the device, and the model contract shared by every crate.
+//! leukoscope on the device: the program a technician runs beside the microscope.
 //!
-//! This library is the one place where a picture becomes a model input: the trainer, the
-//! quantizer and the device program all call [`preprocess::image_to_input`] with a
-//! [`contract::ModelContract`], so the three can never disagree on size, colour order or
-//! normalization. The metrics and the evaluation report live here too, so `trainer evaluate` and
-//! `edge evaluate` produce the same numbers from the same code.
+//! Frames come from a [`source`] (camera, MJPEG stream, watched folder, files), pass the
+//! [`quality`] gate, are classified by the model (`leukoscope-model`), become a frame and slide
+//! [`decision`], are committed to the audit [`store`] (with [`flagged`] pictures kept) and only
+//! then are shown on the panel and sent on the serial line (`hardware`). [`run`] is the device
+//! program that wires these together; [`config`] its settings; [`integrity`] the model checks
+//! at start; [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
+//! commands.
 
-#[cfg(feature = "device")]
 pub mod audit;
-pub mod bench;
 pub mod classify;
-#[cfg(feature = "device")]
 pub mod config;
-pub mod contract;
 pub mod decision;
-pub mod evaluate;
-#[cfg(feature = "device")]
 pub mod flagged;
-#[cfg(feature = "device")]
 pub mod integrity;
-pub mod metrics;
-pub mod model;
-pub mod preprocess;
 pub mod quality;
-pub mod report;
-#[cfg(feature = "device")]
 pub mod run;
 pub mod source;
-#[cfg(feature = "device")]
 pub mod store;
-pub mod variant;

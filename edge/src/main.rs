@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use edge::classify::{Format, classify_file, expand_paths, write_header, write_row};
-use edge::model::{ContractOverrides, OnnxClassifier};
-use edge::preprocess::Preprocessor;
+use edge::classify::{Format, classify_file, write_header, write_row};
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::images::expand_paths;
+use leukoscope_model::onnx::ContractOverrides;
+use leukoscope_model::preprocess::Preprocessor;
 
 /// leukoscope on the device: classify blood-smear images with a leukoscope ONNX model.
 ///
@@ -297,7 +299,7 @@ impl ModelArgs {
 /// The first `.onnx` file in `models/` (sorted by name).
 fn shipped_model() -> Result<PathBuf> {
     let dir = PathBuf::from("models");
-    match edge::variant::model_files(&dir)
+    match leukoscope_model::variant::model_files(&dir)
         .ok()
         .and_then(|f| f.into_iter().next())
     {
@@ -324,12 +326,7 @@ struct ClassifyArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    leukoscope_model::logging::init();
     match run(Cli::parse()) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -351,10 +348,11 @@ fn run(cli: Cli) -> Result<i32> {
                     .map_or("data".into(), |n| n.to_string_lossy().into_owned());
                 PathBuf::from(format!("report-{name}"))
             });
-            let selection = edge::evaluate::Selection {
+            let selection = leukoscope_model::evaluate::Selection {
                 manifest: a.manifest.clone().map(|m| (m, a.split.clone())),
             };
-            let e = edge::evaluate::evaluate_selection(&model, &a.data, &selection, &out)?;
+            let e =
+                leukoscope_model::evaluate::evaluate_selection(&model, &a.data, &selection, &out)?;
             for (path, reason) in &e.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
             }
@@ -369,8 +367,11 @@ fn run(cli: Cli) -> Result<i32> {
                 out.display()
             );
             if a.shortcut_check {
-                let files =
-                    edge::evaluate::labeled_files(&a.data, &model.contract().labels, &selection)?;
+                let files = leukoscope_model::evaluate::labeled_files(
+                    &a.data,
+                    &model.contract().labels,
+                    &selection,
+                )?;
                 println!(
                     "{:<36} {:>9} {:>9}",
                     "shortcut check", "accuracy", "macro-F1"
@@ -381,8 +382,8 @@ fn run(cli: Cli) -> Result<i32> {
                     r.accuracy * 100.0,
                     r.macro_avg.f1
                 );
-                for p in edge::evaluate::Perturbation::SHORTCUT_CHECKS {
-                    let e = edge::evaluate::evaluate_files(&model, &files, p)?;
+                for p in leukoscope_model::evaluate::Perturbation::SHORTCUT_CHECKS {
+                    let e = leukoscope_model::evaluate::evaluate_files(&model, &files, p)?;
                     println!(
                         "{:<36} {:>8.2}% {:>9.4}",
                         p.name(),
@@ -439,15 +440,15 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => {
-            edge::bench::set_engine_threads(a.threads);
+            leukoscope_model::bench::set_engine_threads(a.threads);
             let model = a.model.load()?;
             let jpeg = match &a.image {
                 Some(p) => {
                     std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
                 }
-                None => edge::bench::sample_jpeg(),
+                None => leukoscope_model::bench::sample_jpeg(),
             };
-            let r = edge::bench::run(&model, &jpeg, a.runs, a.warmup, a.threads)?;
+            let r = leukoscope_model::bench::run(&model, &jpeg, a.runs, a.warmup, a.threads)?;
             let streams = if a.pipeline {
                 bench_pipeline(&a, model.path())?
             } else {
@@ -638,7 +639,7 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
 
 fn run_device(a: RunArgs) -> Result<i32> {
     let config = run_config(&a)?;
-    edge::bench::set_engine_threads(config.model.threads);
+    leukoscope_model::bench::set_engine_threads(config.model.threads);
     let shutdown = edge::run::shutdown_flag().context("cannot install signal handlers")?;
     let events: Option<Box<dyn Write>> = if a.quiet {
         None

@@ -5,7 +5,7 @@
 //!
 //! Every figure is computed on the *analysis picture*: the frame centre-cropped to a square and
 //! resized to [`QualityConfig::analysis_size`] (224 px by default), exactly the framing the model
-//! gets by default (`edge::preprocess`). Fixing that size makes the figures independent of the
+//! gets by default (`leukoscope_model::preprocess`). Fixing that size makes the figures independent of the
 //! camera resolution, and it measures blur at the scale the classifier works at: a 1280×720 frame
 //! whose blur disappears once the frame is shrunk to the model input does not hurt the model and
 //! is not rejected, while blur the model would see is. The dataset pictures are 224×224, so at
@@ -77,6 +77,7 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
+use leukoscope_model::seeded::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Thresholds of the gate (the `[quality]` table of the device configuration). Every field has a
@@ -360,7 +361,7 @@ fn laplacian_variance(luma: &[u8], side: usize) -> f32 {
 /// lavender red cells and a few dark violet nuclei, with sharp edges. The same seed always gives
 /// the same picture. It resembles a real field closely enough to pass the default gate.
 pub fn synthetic_smear(width: u32, height: u32, seed: u64) -> RgbImage {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     let scale = width.min(height).max(1) as f32;
     // Red cells: pale discs with a lighter centre; nuclei: clusters of overlapping dark discs.
     let rbcs: Vec<(f32, f32, f32)> = (0..(width as u64 * height as u64 / 2500).max(6))
@@ -404,26 +405,4 @@ pub fn synthetic_smear(width: u32, height: u32, seed: u64) -> RgbImage {
         *px = image::Rgb(base.map(|c| (c + noise).clamp(0.0, 255.0) as u8));
     }
     img
-}
-
-/// SplitMix64: a tiny seeded generator, so the library needs no random-number crate.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..1`.
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }

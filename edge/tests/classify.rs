@@ -181,7 +181,8 @@ fn evaluate_writes_the_report_and_refuses_unknown_classes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = edge::report::read_report(&out_dir.join("report.json")).unwrap();
+    let doc =
+        leukoscope_model::evaluation_report::read_report(&out_dir.join("report.json")).unwrap();
     assert_eq!(doc.metrics.samples, 6);
     assert!((doc.metrics.accuracy - 1.0).abs() < 1e-12);
     assert!(out_dir.join("confusion_matrix.png").exists());

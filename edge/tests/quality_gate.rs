@@ -152,14 +152,14 @@ fn real_data_rates_meet_the_goals() {
     };
     let mut files = Vec::new();
     for class in ["Benign", "Early", "Pre", "Pro"] {
-        files.extend(edge::classify::expand_paths(&[data
+        files.extend(leukoscope_model::images::expand_paths(&[data
             .join("all-taleqani")
             .join(class)]));
     }
     let mut gate = QualityGate::new(QualityConfig::default());
     let (mut n, mut pass, mut reject) = (0, 0, 0);
     for f in files.iter().step_by(8) {
-        let img = edge::preprocess::decode_image(f).unwrap();
+        let img = leukoscope_model::preprocess::decode_image(f).unwrap();
         n += 1;
         pass += usize::from(gate.assess(&img).1.is_none());
         reject += usize::from(gate.assess(&image::imageops::blur(&img, 3.0)).1.is_some());

@@ -1,7 +1,6 @@
 //! `edge run` end to end: an MJPEG stream on stdin, a watched folder, the serial line on a
 //! pseudo-terminal, signals, `kill -9`, and integrity refusals — checked against what the audit
 //! database holds afterwards.
-#![cfg(feature = "device")]
 
 mod common;
 

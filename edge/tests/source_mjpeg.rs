@@ -106,7 +106,7 @@ fn every_good_frame_comes_out_of_a_dirty_stream_through_a_pipe() {
         assert_eq!(*seq, i as u64 + 1);
         assert_eq!(origin, &format!("pipe#{}", i + 1));
         assert_eq!(b, g, "frame {i} differs");
-        edge::preprocess::decode_image_bytes(b).unwrap();
+        leukoscope_model::preprocess::decode_image_bytes(b).unwrap();
     }
     assert!(skipped.len() >= bad, "{skipped:?}");
     assert!(

@@ -1,6 +1,5 @@
 //! The audit store as the device uses it: crash safety under `kill -9`, a full disk, kept
 //! pictures under a size cap, exports and the session report.
-#![cfg(feature = "device")]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

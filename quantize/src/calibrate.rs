@@ -4,15 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use edge::contract::ModelContract;
-use edge::evaluate::EvaluateError;
-use edge::preprocess::{Preprocessor, decode_image};
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::evaluate::EvaluateError;
+use leukoscope_model::manifest::ManifestError;
+use leukoscope_model::preprocess::{Preprocessor, decode_image};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use crate::QuantizeError;
-use crate::onnx::OnnxFile;
 use crate::ranges::TensorStats;
+use leukoscope_model::onnx::OnnxFile;
 
 /// A list of pictures, with their class index when the folder is labeled.
 #[derive(Clone, Debug)]
@@ -48,14 +49,25 @@ impl ImageSet {
         }
         // Labeled folders and manifests are read exactly as `edge evaluate` reads them.
         let labeled = |manifest: Option<(PathBuf, String)>| {
-            edge::evaluate::labeled_files(
+            leukoscope_model::evaluate::labeled_files(
                 dir,
                 &contract.labels,
-                &edge::evaluate::Selection { manifest },
+                &leukoscope_model::evaluate::Selection { manifest },
             )
             .map(|files| files.into_iter().map(|(p, k)| (p, Some(k))).collect())
             .map_err(|e| match e {
                 EvaluateError::Folder { path, reason } => QuantizeError::Data { path, reason },
+                EvaluateError::Manifest(ManifestError::Manifest { path, reason }) => {
+                    QuantizeError::Data { path, reason }
+                }
+                EvaluateError::Manifest(ManifestError::Picture {
+                    file,
+                    manifest,
+                    reason,
+                }) => QuantizeError::Data {
+                    path: file,
+                    reason: format!("{reason} (listed in {})", manifest.display()),
+                },
                 other => err(other.to_string()),
             })
         };
@@ -66,7 +78,7 @@ impl ImageSet {
         let files: Vec<(PathBuf, Option<usize>)> = if source.manifest.is_some() || has_subfolders {
             labeled(source.manifest.clone())?
         } else {
-            edge::classify::expand_paths(std::slice::from_ref(dir))
+            leukoscope_model::images::expand_paths(std::slice::from_ref(dir))
                 .into_iter()
                 .map(|p| (p, None))
                 .collect()
@@ -207,7 +219,7 @@ pub fn collect(
         .filter(|t| **t != input_name)
         .cloned()
         .collect();
-    let plan = file.plan(&exposed)?;
+    let plan = crate::model_file::plan_exposing(file, &exposed)?;
     let (h, w) = file.input_hw();
     let engine = |e: TractError| QuantizeError::Engine {
         path: file.path().to_path_buf(),
@@ -325,9 +337,19 @@ mod tests {
             write_png(&d.path().join(format!("{c}/{i}.png")), i as u8);
         }
         let m = d.path().join("manifest.csv");
+        // Readers check every listed file's digest, so the fixture lists the real ones.
+        let digest = |f: &str| {
+            leukoscope_model::manifest::sha256_hex(&std::fs::read(d.path().join(f)).unwrap())
+        };
         std::fs::write(
             &m,
-            "file,sha256,class,split\na/0.png,x,a,train\nb/1.png,x,b,test\na/2.png,x,a,test\nb/3.png,x,b,train\n",
+            format!(
+                "file,sha256,class,split\na/0.png,{},a,train\nb/1.png,{},b,test\na/2.png,{},a,test\nb/3.png,{},b,train\n",
+                digest("a/0.png"),
+                digest("b/1.png"),
+                digest("a/2.png"),
+                digest("b/3.png")
+            ),
         )
         .unwrap();
         let src = ImageSource {

@@ -68,9 +68,9 @@ pub enum QuantizeError {
     },
 }
 
-impl From<edge::model::ModelError> for QuantizeError {
-    fn from(e: edge::model::ModelError) -> Self {
-        use edge::model::ModelError as M;
+impl From<leukoscope_model::onnx::ModelError> for QuantizeError {
+    fn from(e: leukoscope_model::onnx::ModelError) -> Self {
+        use leukoscope_model::onnx::ModelError as M;
         match e {
             M::Read { path, reason } => QuantizeError::Io { path, reason },
             M::NotOnnx { path, reason } => QuantizeError::NotOnnx { path, reason },

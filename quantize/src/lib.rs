@@ -1,14 +1,14 @@
 //! Post-training static quantization of leukoscope's ONNX classifiers: f32 → int8.
 //!
-//! The pipeline: read the exported f32 model and its contract ([`onnx`]), run it in tract on
-//! calibration pictures prepared by `edge::preprocess` with every intermediate tensor exposed
+//! The pipeline: read the exported f32 model and its contract ([`model_file`]), run it in tract on
+//! calibration pictures prepared by `leukoscope_model::preprocess` with every intermediate tensor exposed
 //! ([`calibrate`]), turn the collected histograms into activation ranges ([`ranges`]: min/max,
 //! percentile or entropy), rewrite the graph into standard int8 ONNX operators ([`rewrite`]),
 //! then measure what was gained and lost ([`sqnr`], [`report`], [`profile`]).
 
 pub mod calibrate;
 pub mod error;
-pub mod onnx;
+pub mod model_file;
 pub mod pipeline;
 pub mod profile;
 pub mod ranges;

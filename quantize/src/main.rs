@@ -128,12 +128,7 @@ impl Progress for Bar {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    leukoscope_model::logging::init();
     let cli = Cli::parse();
     if !(50.0..=100.0).contains(&cli.percentile) {
         bail!("--percentile {} must be between 50 and 100", cli.percentile);

@@ -8,11 +8,12 @@ use tract_onnx::pb;
 
 use crate::QuantizeError;
 use crate::calibrate::{ImageSet, ImageSource, activation_tensors, collect};
-use crate::onnx::OnnxFile;
 use crate::ranges::{ActivationType, Method, Range};
 use crate::report::{EvaluationSummary, Latency, LayerSqnr, Recipe, Report, Scores};
-use crate::rewrite::{Depthwise, Layer, LayerKind, RECIPE_KEY, RewriteOptions, rewrite};
+use crate::rewrite::{Depthwise, Layer, LayerKind, RewriteOptions, rewrite};
 use crate::sqnr::{Comparison, compare};
+use leukoscope_model::contract::metadata_keys::QUANTIZATION as RECIPE_KEY;
+use leukoscope_model::onnx::OnnxFile;
 
 /// Where long steps report progress (a progress bar in the CLI, nothing in tests).
 pub trait Progress {
@@ -65,7 +66,7 @@ fn describe(src: &ImageSource) -> String {
 /// Reads the f32 model and refuses files that cannot be quantized.
 pub fn read_f32_model(path: &Path) -> Result<OnnxFile, QuantizeError> {
     let file = OnnxFile::read(path)?;
-    if let Some(reason) = file.quantized_evidence() {
+    if let Some(reason) = crate::model_file::quantized_evidence(&file) {
         return Err(QuantizeError::AlreadyQuantized {
             path: path.to_path_buf(),
             reason,
@@ -115,7 +116,7 @@ fn recipe(opts: &Options, samples: usize, hash: String, keep: &BTreeSet<String>)
 }
 
 fn scores(labels: &[String], truth: &[usize], p: &[Vec<f32>]) -> Result<Scores, QuantizeError> {
-    let r = edge::metrics::evaluate(labels, truth, p)
+    let r = leukoscope_model::metrics::evaluate(labels, truth, p)
         .map_err(|e| QuantizeError::Option(format!("metrics: {e}")))?;
     Ok(Scores {
         accuracy: r.accuracy,
@@ -129,10 +130,15 @@ fn summarize(
     c: &Comparison,
     labels: &[String],
 ) -> Result<EvaluationSummary, QuantizeError> {
-    let top =
-        |p: &[Vec<f32>]| -> Vec<usize> { p.iter().map(|r| edge::metrics::argmax(r)).collect() };
-    let agreement =
-        edge::metrics::top1_agreement(&top(&c.f32_probabilities), &top(&c.int8_probabilities));
+    let top = |p: &[Vec<f32>]| -> Vec<usize> {
+        p.iter()
+            .map(|r| leukoscope_model::metrics::argmax(r))
+            .collect()
+    };
+    let agreement = leukoscope_model::metrics::top1_agreement(
+        &top(&c.f32_probabilities),
+        &top(&c.int8_probabilities),
+    );
     let (f, q) = if set.is_labeled() {
         let truth: Vec<usize> = set.files.iter().map(|f| f.1.expect("labeled")).collect();
         (
@@ -330,8 +336,14 @@ pub fn run(
 /// Latency of a model file with `edge bench`'s harness (synthetic smear JPEG, one thread), and
 /// where the time goes.
 pub fn latency(path: &Path, runs: usize) -> Result<Latency, QuantizeError> {
-    let m = edge::model::OnnxClassifier::load(path, &Default::default())?;
-    let b = edge::bench::run(&m, &edge::bench::sample_jpeg(), runs, runs / 5 + 2, 1)?;
+    let m = leukoscope_model::classifier::OnnxClassifier::load(path, &Default::default())?;
+    let b = leukoscope_model::bench::run(
+        &m,
+        &leukoscope_model::bench::sample_jpeg(),
+        runs,
+        runs / 5 + 2,
+        1,
+    )?;
     Ok(Latency {
         inference_ms_p50: b.inference_ms_p50,
         inference_ms_p95: b.inference_ms_p95,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use crate::QuantizeError;
-use crate::onnx::OnnxFile;
+use leukoscope_model::onnx::OnnxFile;
 
 /// Time spent in one kind of operator of the optimized plan, per inference.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub struct OpTime {
 /// Runs `file` `runs` times on a zero input (batch 1, the contract's size) and returns the time
 /// per operator kind, most expensive first.
 pub fn profile(file: &OnnxFile, runs: usize) -> Result<Vec<OpTime>, QuantizeError> {
-    let plan = file.plan(&[])?;
+    let plan = crate::model_file::plan_exposing(file, &[])?;
     let (h, w) = file.input_hw();
     let engine = |e: TractError| QuantizeError::Engine {
         path: file.path().to_path_buf(),

@@ -9,7 +9,7 @@ use crate::QuantizeError;
 use crate::profile::OpTime;
 use crate::rewrite::LayerKind;
 
-/// The recipe stored in the int8 model's metadata under [`crate::rewrite::RECIPE_KEY`].
+/// The recipe stored in the int8 model's metadata under [`leukoscope_model::contract::metadata_keys::QUANTIZATION`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Recipe {
     /// Calibration method: `minmax`, `percentile` or `entropy`.

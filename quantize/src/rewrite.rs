@@ -21,11 +21,9 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::pb;
 
 use crate::QuantizeError;
-use crate::onnx::OnnxFile;
 use crate::ranges::{ActivationType, QParams, Range};
-
-/// Metadata key of the quantization recipe (JSON); its presence marks an int8 model.
-pub const RECIPE_KEY: &str = "leukoscope.quantization";
+use leukoscope_model::onnx::OnnxFile;
+use leukoscope_model::onnx::graph::{self, attr_int, f32_tensor, f32_values, node_proto};
 
 /// How depthwise convolutions are quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -90,87 +88,20 @@ fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> 
     n.attribute.iter().find(|a| a.name == name)
 }
 
-/// The f32 values of an initializer (raw little-endian or `float_data`).
-pub fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        Some(
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        )
-    } else {
-        Some(t.float_data.clone())
-    }
-}
-
-fn initializer(
-    name: &str,
-    dims: &[i64],
-    dt: pb::tensor_proto::DataType,
-    raw: Vec<u8>,
-) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: dt as i32,
-        raw_data: raw,
-        ..Default::default()
-    }
-}
-
-fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
-    initializer(
-        name,
-        dims,
-        pb::tensor_proto::DataType::Float,
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
-}
-
 fn zero_point_init(name: &str, dims: &[i64], v: &[i32], ty: ActivationType) -> pb::TensorProto {
     match ty {
-        ActivationType::U8 => initializer(
+        ActivationType::U8 => graph::tensor(
             name,
             dims,
             pb::tensor_proto::DataType::Uint8,
             v.iter().map(|&z| z as u8).collect(),
         ),
-        ActivationType::I8 => initializer(
+        ActivationType::I8 => graph::tensor(
             name,
             dims,
             pb::tensor_proto::DataType::Int8,
             v.iter().map(|&z| z as i8 as u8).collect(),
         ),
-    }
-}
-
-fn node(
-    op: &str,
-    name: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    attrs: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name,
-        input: inputs,
-        output: outputs,
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
     }
 }
 
@@ -247,7 +178,7 @@ impl<'a> Builder<'a> {
     fn qparam_inits(&mut self, t: &str, q: QParams) -> (String, String) {
         let (s, z) = (format!("{t}_scale"), format!("{t}_zero_point"));
         self.new_inits
-            .insert(s.clone(), f32_init(&s, &[], &[q.scale]));
+            .insert(s.clone(), f32_tensor(&s, &[], &[q.scale]));
         self.new_inits.insert(
             z.clone(),
             zero_point_init(&z, &[], &[q.zero_point], self.opts.activations),
@@ -262,7 +193,7 @@ impl<'a> Builder<'a> {
         }
         if let Some((qname, q)) = self.quant.get(t).cloned() {
             let (s, z) = self.qparam_inits(t, q);
-            self.nodes.push(node(
+            self.nodes.push(node_proto(
                 "DequantizeLinear",
                 format!("{t}_DequantizeLinear"),
                 vec![qname, s, z],
@@ -282,7 +213,7 @@ impl<'a> Builder<'a> {
         let q = QParams::for_range(self.range(t)?, self.opts.activations);
         let (s, z) = self.qparam_inits(t, q);
         let qname = format!("{t}_quantized");
-        self.nodes.push(node(
+        self.nodes.push(node_proto(
             "QuantizeLinear",
             format!("{t}_QuantizeLinear"),
             vec![t.to_string(), s, z],
@@ -305,7 +236,7 @@ impl<'a> Builder<'a> {
                 n.op_type, n.name
             ))
         })?;
-        let v = tensor_f32(t).ok_or_else(|| {
+        let v = f32_values(t).ok_or_else(|| {
             self.unsupported(format!(
                 "{} '{}': weight '{name}' is not f32",
                 n.op_type, n.name
@@ -329,7 +260,7 @@ impl<'a> Builder<'a> {
         let zn = format!("{}_zero_point", t.name);
         self.new_inits.insert(
             qn.clone(),
-            initializer(
+            graph::tensor(
                 &qn,
                 &t.dims,
                 pb::tensor_proto::DataType::Int8,
@@ -342,10 +273,10 @@ impl<'a> Builder<'a> {
             vec![]
         };
         self.new_inits
-            .insert(sn.clone(), f32_init(&sn, &dims, &scales));
+            .insert(sn.clone(), f32_tensor(&sn, &dims, &scales));
         self.new_inits.insert(
             zn.clone(),
-            initializer(
+            graph::tensor(
                 &zn,
                 &dims,
                 pb::tensor_proto::DataType::Int8,
@@ -367,9 +298,9 @@ impl<'a> Builder<'a> {
         let attrs = if self.opts.per_tensor_weights {
             vec![]
         } else {
-            vec![int_attr("axis", axis as i64)]
+            vec![attr_int("axis", axis as i64)]
         };
-        self.nodes.push(node(
+        self.nodes.push(node_proto(
             "DequantizeLinear",
             format!("{}_DequantizeLinear", t.name),
             vec![qn, sn, zn],
@@ -400,7 +331,7 @@ fn foldable_activation(
     let n = &nodes[*i];
     let scalar = |name: Option<&String>| -> Option<f32> {
         let t = inits.get(name?.as_str())?;
-        tensor_f32(t).filter(|v| v.len() == 1).map(|v| v[0])
+        f32_values(t).filter(|v| v.len() == 1).map(|v| v[0])
     };
     match n.op_type.as_str() {
         "Relu" => Some((*i, f32::INFINITY)),
@@ -515,7 +446,7 @@ pub fn rewrite(
                     let bn = format!("{bias_name}_quantized");
                     b.new_inits.insert(
                         bn.clone(),
-                        initializer(
+                        graph::tensor(
                             &bn,
                             &bt.dims,
                             pb::tensor_proto::DataType::Int32,
@@ -527,7 +458,7 @@ pub fn rewrite(
                 let qout = format!("{out}_quantized");
                 let mut attrs = n.attribute.clone();
                 attrs.sort_by(|a, c| a.name.cmp(&c.name));
-                b.nodes.push(node(
+                b.nodes.push(node_proto(
                     "QLinearConv",
                     n.name.clone(),
                     inputs,

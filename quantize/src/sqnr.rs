@@ -4,8 +4,9 @@
 use tract_onnx::prelude::*;
 
 use crate::QuantizeError;
-use crate::onnx::OnnxFile;
+use crate::model_file::plan_exposing;
 use crate::rewrite::Layer;
+use leukoscope_model::onnx::OnnxFile;
 
 /// What running both models on a set of inputs gave.
 #[derive(Clone, Debug)]
@@ -74,8 +75,8 @@ pub fn compare(
                 .map_or(l.tensor.clone(), |q| q.0.clone())
         })
         .collect();
-    let pf = f32_model.plan(&reference)?;
-    let pq = int8_model.plan(&observed)?;
+    let pf = plan_exposing(f32_model, &reference)?;
+    let pq = plan_exposing(int8_model, &observed)?;
     let (h, w) = f32_model.input_hw();
     let mut signal = vec![0f64; layers.len()];
     let mut noise = vec![0f64; layers.len()];

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{LABELS, labeled_folder, picture, write_model};
-use edge::model::OnnxClassifier;
+use leukoscope_model::classifier::OnnxClassifier;
 use quantize::calibrate::ImageSource;
 use quantize::pipeline::{Options, Silent, run};
 use quantize::ranges::{ActivationType, Method};
@@ -37,7 +37,7 @@ fn variant(name: &str, activations: ActivationType, depthwise: Depthwise, method
     // 100 evaluation pictures not seen in calibration (other seeds).
     for i in 0..100u64 {
         let img = picture((i % LABELS.len() as u64) as usize, 500 + i);
-        let x = edge::preprocess::image_to_input(&img, model.contract()).unwrap();
+        let x = leukoscope_model::preprocess::image_to_input(&img, model.contract()).unwrap();
         let p = model.probabilities(&x).unwrap();
         let sum: f32 = p.iter().sum();
         assert!(

@@ -5,12 +5,13 @@ mod common;
 use std::path::Path;
 
 use common::{LABELS, contract, labeled_folder, write_model};
-use edge::model::OnnxClassifier;
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::contract::metadata_keys::QUANTIZATION as RECIPE_KEY;
 use prost::Message;
 use quantize::calibrate::ImageSource;
 use quantize::pipeline::{Options, Silent, run};
 use quantize::ranges::{ActivationType, Method};
-use quantize::rewrite::{Depthwise, RECIPE_KEY};
+use quantize::rewrite::Depthwise;
 use tract_onnx::pb;
 
 fn options(calibration: &Path) -> Options {
@@ -49,13 +50,14 @@ fn ops(m: &pb::ModelProto) -> Vec<String> {
 fn agreement(a: &Path, b: &Path, data: &Path) -> f64 {
     let a = OnnxClassifier::load(a, &Default::default()).unwrap();
     let b = OnnxClassifier::load(b, &Default::default()).unwrap();
-    let files = edge::classify::expand_paths(&[data.to_path_buf()]);
+    let files = leukoscope_model::images::expand_paths(&[data.to_path_buf()]);
     let mut same = 0;
     for f in &files {
-        let img = edge::preprocess::decode_image(f).unwrap();
-        let x = edge::preprocess::image_to_input(&img, a.contract()).unwrap();
+        let img = leukoscope_model::preprocess::decode_image(f).unwrap();
+        let x = leukoscope_model::preprocess::image_to_input(&img, a.contract()).unwrap();
         let (pa, pb) = (a.probabilities(&x).unwrap(), b.probabilities(&x).unwrap());
-        same += (edge::metrics::argmax(&pa) == edge::metrics::argmax(&pb)) as usize;
+        same += (leukoscope_model::metrics::argmax(&pa) == leukoscope_model::metrics::argmax(&pb))
+            as usize;
     }
     same as f64 / files.len() as f64
 }

@@ -78,7 +78,7 @@ pub fn shipped_models() -> Vec<ShippedModel> {
     SHIPPED
         .iter()
         .flat_map(|(dir, data)| {
-            edge::variant::model_files(&workspace().join(dir))
+            leukoscope_model::variant::model_files(&workspace().join(dir))
                 .unwrap_or_default()
                 .into_iter()
                 .map(move |path| ShippedModel {

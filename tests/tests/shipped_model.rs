@@ -16,7 +16,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 const PER_CLASS: usize = 5;
 
 fn classify_with(ShippedModel { path: model, data }: ShippedModel) -> Result<(), Failed> {
-    let labels = edge::model::OnnxClassifier::load(&model, &Default::default())
+    let labels = leukoscope_model::classifier::OnnxClassifier::load(&model, &Default::default())
         .map_err(|e| e.to_string())?
         .contract()
         .labels
@@ -93,14 +93,16 @@ fn conformance_dump(
     out: PathBuf,
 ) -> Result<(), Failed> {
     use std::io::Write;
-    let model = edge::model::OnnxClassifier::load(&model_path, &Default::default())
-        .map_err(|e| e.to_string())?;
+    let model =
+        leukoscope_model::classifier::OnnxClassifier::load(&model_path, &Default::default())
+            .map_err(|e| e.to_string())?;
     let manifest = manifest_of(&model_path)?;
-    let selection = edge::evaluate::Selection {
+    let selection = leukoscope_model::evaluate::Selection {
         manifest: Some((manifest, "test".into())),
     };
-    let files = edge::evaluate::labeled_files(&data, &model.contract().labels, &selection)
-        .map_err(|e| e.to_string())?;
+    let files =
+        leukoscope_model::evaluate::labeled_files(&data, &model.contract().labels, &selection)
+            .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let stem = model_path
         .file_stem()
@@ -112,9 +114,9 @@ fn conformance_dump(
     );
     let mut tract = Vec::new();
     for (file, _) in &files {
-        let img = edge::preprocess::decode_image(file).map_err(|e| e.to_string())?;
-        let x =
-            edge::preprocess::image_to_input(&img, model.contract()).map_err(|e| e.to_string())?;
+        let img = leukoscope_model::preprocess::decode_image(file).map_err(|e| e.to_string())?;
+        let x = leukoscope_model::preprocess::image_to_input(&img, model.contract())
+            .map_err(|e| e.to_string())?;
         for v in &x {
             raw.write_all(&v.to_le_bytes()).map_err(|e| e.to_string())?;
         }
@@ -179,9 +181,13 @@ fn main() {
             .unwrap_or(&model.path)
             .display()
             .to_string();
-        let is_int8 = edge::model::OnnxClassifier::load(&model.path, &Default::default())
-            .map(|m| edge::variant::Precision::of(&m) == edge::variant::Precision::Int8)
-            .unwrap_or(false);
+        let is_int8 =
+            leukoscope_model::classifier::OnnxClassifier::load(&model.path, &Default::default())
+                .map(|m| {
+                    leukoscope_model::variant::Precision::of(&m)
+                        == leukoscope_model::variant::Precision::Int8
+                })
+                .unwrap_or(false);
         if let (Some(out), true) = (&dump, is_int8) {
             let (copy, out) = (
                 ShippedModel {

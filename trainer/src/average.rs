@@ -15,7 +15,7 @@ use crate::data::augment::AugmentConfig;
 use crate::data::balance::{Sampling, epoch_order};
 use crate::data::batches::{LabeledImages, stream};
 use crate::model::Classifier;
-use edge::contract::ModelContract;
+use leukoscope_model::contract::ModelContract;
 
 /// The running mean of a model's weights over the epochs added so far.
 pub struct WeightAverage {

@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use edge::contract::ModelContract;
-use edge::metrics;
-use edge::report::{ReportContext, write_report};
 use image::RgbImage;
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::evaluation_report::{ReportContext, write_report};
+use leukoscope_model::metrics;
 
 use crate::backend::{BackendKind, inference_device};
 use crate::data::batches::build_batch;
@@ -27,7 +27,7 @@ pub fn predict(
     device: &Device,
     batch: usize,
 ) -> (Vec<Vec<f32>>, f64) {
-    let mut pre = edge::preprocess::Preprocessor::new(contract.clone());
+    let mut pre = leukoscope_model::preprocess::Preprocessor::new(contract.clone());
     let started = Instant::now();
     let bar = progress::bar(images.len() as u64, "predicting");
     let mut out = Vec::with_capacity(images.len());
@@ -78,7 +78,7 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
     let device = inference_device(backend)?;
     let file = run.load_run()?;
     let (model, contract) = load_best_model(run, &device)?;
-    let mut pre = edge::preprocess::Preprocessor::new(contract.clone());
+    let mut pre = leukoscope_model::preprocess::Preprocessor::new(contract.clone());
     let mut fit = |img: &RgbImage| pre.fit(img).map_err(|e| e.to_string());
     let (folder, indices, split, out_dir): (ImageFolder, Vec<usize>, &str, PathBuf) = match data {
         None => {

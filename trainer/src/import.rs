@@ -17,8 +17,9 @@ use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
-use edge::contract::ModelContract;
-use prost::Message;
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::onnx::graph::f32_values;
+use leukoscope_model::onnx::{ModelError, OnnxFile};
 use tract_onnx::pb;
 
 use crate::model::Classifier;
@@ -31,19 +32,12 @@ struct Layer {
 }
 
 fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
-        bail!(
+    f32_values(t).with_context(|| {
+        format!(
             "initializer '{}' is not f32 (an int8 file? use the f32 one)",
             t.name
-        );
-    }
-    if !t.float_data.is_empty() {
-        return Ok(t.float_data.clone());
-    }
-    Ok(t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+        )
+    })
 }
 
 /// The Conv and Gemm layers of the graph, in node order.
@@ -148,7 +142,7 @@ fn set_linear(linear: &mut Linear, layer: &Layer, device: &Device) -> Result<()>
 /// Runs the file with tract on `inputs` and returns, per Conv layer, the per-channel mean and
 /// variance of its output minus its bias.
 fn conv_statistics(
-    proto: &pb::ModelProto,
+    file: &OnnxFile,
     convs: &[Layer],
     contract: &ModelContract,
     inputs: &[Vec<f32>],
@@ -159,12 +153,9 @@ fn conv_statistics(
         contract.input_height as usize,
         contract.input_width as usize,
     );
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(proto)
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, h, w]).into()))
-        .and_then(|m| m.with_outputs_by_name(convs.iter().map(|c| c.output.as_str())))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
+    let outputs: Vec<&str> = convs.iter().map(|c| c.output.as_str()).collect();
+    let plan = file
+        .plan_at(&outputs, (h, w))
         .map_err(|e| anyhow::anyhow!("tract cannot run it: {e:#}"))?;
     let mut sums: Vec<(Vec<f64>, Vec<f64>, f64)> = convs
         .iter()
@@ -216,22 +207,20 @@ pub fn load_onnx_weights(
     device: &Device,
 ) -> Result<Classifier> {
     let named = |e: anyhow::Error| anyhow::anyhow!("--init-from {}: {e:#}", path.display());
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("--init-from {}: cannot read", path.display()))?;
-    let proto = pb::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| anyhow::anyhow!("--init-from {}: not an ONNX file ({e})", path.display()))?;
-    let theirs = ModelContract::from_metadata(
-        proto
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str())),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "--init-from {}: not a leukoscope model: {e}",
+    let file = OnnxFile::read(path).map_err(|e| match e {
+        ModelError::Contract { reason, .. } => anyhow::anyhow!(
+            "--init-from {}: not a leukoscope model: {reason}",
             path.display()
-        )
+        ),
+        ModelError::NotOnnx { reason, .. } => {
+            anyhow::anyhow!(
+                "--init-from {}: not an ONNX file ({reason})",
+                path.display()
+            )
+        }
+        other => anyhow::anyhow!("--init-from {other}"),
     })?;
+    let theirs = file.contract().clone();
     // MobileNetV2 ends in a global average pool, so its weights fit any input size: a model can
     // be fine-tuned at a higher resolution than the file's. The compact CNN's dense layer cannot.
     let same_size = ModelContract {
@@ -259,8 +248,7 @@ pub fn load_onnx_weights(
             contract.input_size_string()
         );
     }
-    let graph = proto.graph.as_ref().context("no graph").map_err(named)?;
-    let (convs, gemms) = layers(graph).map_err(named)?;
+    let (convs, gemms) = layers(file.graph()).map_err(named)?;
     let count_mismatch = |what: &str, file: usize, ours: usize| {
         anyhow::anyhow!(
             "--init-from {}: {file} {what} layers in the file, {ours} in this model (another architecture?)",
@@ -282,7 +270,7 @@ pub fn load_onnx_weights(
                     path.display()
                 );
             }
-            let stats = conv_statistics(&proto, &convs, contract, calibration).map_err(named)?;
+            let stats = conv_statistics(&file, &convs, contract, calibration).map_err(named)?;
             for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&convs).zip(&stats) {
                 set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
                 set_batch_norm(&mut cb.bn, &layer.bias, s, device);

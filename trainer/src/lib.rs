@@ -5,7 +5,7 @@
 //! augmentation and batches, [`train`] the training loop, [`evaluate`] inference and the report,
 //! [`pretrained`] torchvision weights, [`import`] weights from a leukoscope ONNX file (fine-tuning
 //! a shipped model), [`average`] stochastic weight averaging, [`bench`] throughput. Pictures
-//! become model inputs only through `edge::preprocess`, the same code the device runs.
+//! become model inputs only through `leukoscope_model::preprocess`, the same code the device runs.
 
 pub mod average;
 pub mod backend;

@@ -3,7 +3,7 @@
 //! ```text
 //! RUN_DIR/
 //!   run.json          settings of the run (RunConfig) and facts about its data (RunInfo)
-//!   contract.json     the model contract (edge::contract::ModelContract)
+//!   contract.json     the model contract (leukoscope_model::contract::ModelContract)
 //!   manifest.csv      the split: file,sha256,class,split
 //!   history.json      one EpochRecord per finished epoch
 //!   checkpoint/       the last finished epoch: model.bpk, optimizer.bpk, scheduler.bpk, state.json
@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edge::contract::ModelContract;
-use edge::report::EpochRecord;
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::evaluation_report::EpochRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;

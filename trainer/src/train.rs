@@ -16,10 +16,10 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use edge::contract::ModelContract;
-use edge::preprocess::Preprocessor;
-use edge::report::EpochRecord;
 use image::RgbImage;
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::evaluation_report::EpochRecord;
+use leukoscope_model::preprocess::Preprocessor;
 use sha2::{Digest, Sha256};
 
 use crate::average::{WeightAverage, remeasure_batch_norm};

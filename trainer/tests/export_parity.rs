@@ -4,8 +4,8 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use edge::contract::ModelContract;
 use image::RgbImage;
+use leukoscope_model::contract::ModelContract;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -47,7 +47,7 @@ fn inputs(contract: &ModelContract) -> Vec<Vec<f32>> {
         let img = RgbImage::from_fn(80 + i, 64, |x, y| {
             image::Rgb([(x * 3 + i * 7) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
         });
-        out.push(edge::preprocess::image_to_input(&img, contract).unwrap());
+        out.push(leukoscope_model::preprocess::image_to_input(&img, contract).unwrap());
     }
     out
 }
@@ -90,7 +90,7 @@ fn check(spec: ModelSpec) {
             .copied()
             .collect();
         assert_eq!(tract_p.len(), classes);
-        let argmax = |v: &[f32]| edge::metrics::argmax(v);
+        let argmax = |v: &[f32]| leukoscope_model::metrics::argmax(v);
         assert_eq!(
             argmax(&burn_p),
             argmax(&tract_p),

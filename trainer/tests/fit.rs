@@ -63,7 +63,8 @@ fn a_tiny_cnn_learns_visibly_different_classes() {
         onnx.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let model = edge::model::OnnxClassifier::load(&onnx, &Default::default()).unwrap();
+    let model =
+        leukoscope_model::classifier::OnnxClassifier::load(&onnx, &Default::default()).unwrap();
     assert_eq!(model.contract().labels, vec!["class0", "class1", "class2"]);
     assert_eq!(model.contract().input_size_string(), "32x32");
     let meta: std::collections::HashMap<_, _> = model.metadata().iter().cloned().collect();
@@ -74,7 +75,7 @@ fn a_tiny_cnn_learns_visibly_different_classes() {
     let img = image::open(data.join("class1/000.png"))
         .unwrap()
         .into_rgb8();
-    let input = edge::preprocess::image_to_input(&img, model.contract()).unwrap();
+    let input = leukoscope_model::preprocess::image_to_input(&img, model.contract()).unwrap();
     let p = model.probabilities(&input).unwrap();
     assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
 

@@ -40,11 +40,12 @@ pub use pipeline::{FrameError, FramePipeline, Outcome, Processed};
 use crate::config::RunConfig;
 use crate::decision::{FrameKind, SlideTally, SlideVerdict};
 use crate::flagged::{CapPolicy, FlaggedImages};
-use crate::model::{ContractOverrides, OnnxClassifier};
 use crate::source::FrameData;
 use crate::source::{self, Frame, SourceEvent, SourceHandle, SourceSpec};
 use crate::store::{self, FrameRecord, NewSession, SessionSummary, StopReason, Store, StoreError};
-use crate::variant::{Precision, Variant, VariantError};
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::onnx::ContractOverrides;
+use leukoscope_model::variant::{Precision, Variant, VariantError};
 
 /// Timed inferences per candidate model when choosing the variant at start-up.
 const VARIANT_WARMUP_RUNS: usize = 20;
@@ -184,7 +185,7 @@ pub fn model_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RunError> {
     for path in paths {
         if path.is_dir() {
             files.extend(
-                crate::variant::model_files(path)
+                leukoscope_model::variant::model_files(path)
                     .map_err(|e| RunError::ModelRefused(e.to_string()))?,
             );
         } else if path.exists() {
@@ -888,11 +889,16 @@ fn load_model(config: &RunConfig) -> Result<LoadedModel, RunError> {
         );
     }
     let refused = |e: VariantError| RunError::ModelRefused(e.to_string());
-    let mut models =
-        crate::variant::load_all(&files, &ContractOverrides::default()).map_err(refused)?;
-    let wanted: Variant = config.model.variant.parse().map_err(refused)?;
-    let choice = crate::variant::choose(&models, wanted, VARIANT_WARMUP_RUNS, config.model.threads)
+    let mut models = leukoscope_model::variant::load_all(&files, &ContractOverrides::default())
         .map_err(refused)?;
+    let wanted: Variant = config.model.variant.parse().map_err(refused)?;
+    let choice = leukoscope_model::variant::choose(
+        &models,
+        wanted,
+        VARIANT_WARMUP_RUNS,
+        config.model.threads,
+    )
+    .map_err(refused)?;
     for t in &choice.timings {
         if let Some(ms) = t.inference_ms_p50 {
             info!(model = %t.path.display(), precision = ?t.precision, "warm-up: {ms:.2} ms per frame (median)");

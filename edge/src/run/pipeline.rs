@@ -6,10 +6,11 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 
 use crate::decision::{DecisionConfig, FrameDecision, decide_frame};
-use crate::model::{ModelError, OnnxClassifier};
-use crate::preprocess::{Preprocessor, decode_image_bytes};
 use crate::quality::{QualityConfig, QualityFigures, QualityGate, RetakeReason};
 use crate::source::{Frame, FrameData};
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::onnx::ModelError;
+use leukoscope_model::preprocess::{Preprocessor, decode_image_bytes};
 
 /// A frame could not be processed.
 #[derive(Debug, thiserror::Error)]

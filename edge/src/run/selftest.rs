@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::bench::sample_jpeg;
 use crate::config::ModelConfig;
-use crate::model::OnnxClassifier;
-use crate::preprocess::{decode_image, decode_image_bytes, image_to_input};
+use leukoscope_model::bench::sample_jpeg;
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::preprocess::{decode_image, decode_image_bytes, image_to_input};
 
 /// The model on a known input: probabilities are finite, within 0..1, sum to 1, and the same
 /// twice; with `selftest_image` configured, that image must get `selftest_label`.
@@ -42,7 +42,7 @@ pub fn model_check(model: &OnnxClassifier, config: &ModelConfig) -> Result<Strin
         let img = decode_image(image).map_err(|e| e.to_string())?;
         let input = image_to_input(&img, contract).map_err(|e| e.to_string())?;
         let p = model.probabilities(&input).map_err(|e| e.to_string())?;
-        let got = &contract.labels[crate::metrics::argmax(&p)];
+        let got = &contract.labels[leukoscope_model::metrics::argmax(&p)];
         if got != label {
             return Err(format!(
                 "{}: self-test image {} is classified {got}, expected {label}",

@@ -11,7 +11,7 @@ use super::{Frame, FrameData, SourceError, SourceEvent, SourceHandle, SourceOpti
 
 /// Starts reading the files (backpressure: no frame is dropped).
 pub fn open(paths: &[PathBuf], opts: &SourceOptions) -> Result<SourceHandle, SourceError> {
-    let files = crate::classify::expand_paths(paths);
+    let files = leukoscope_model::images::expand_paths(paths);
     let max = opts.max_frame_bytes;
     super::spawn("source files", Policy::Backpressure(2), move |mb| {
         let mut seq = 0;

@@ -24,7 +24,7 @@
 //!
 //! # Frames larger than the model input
 //!
-//! The default policy is `edge::preprocess`'s: centre crop to the model's aspect ratio (square),
+//! The default policy is `leukoscope_model::preprocess`'s: centre crop to the model's aspect ratio (square),
 //! then resize. [`tiles::tiles`] offers the alternative: the frame cut into model-sized tiles,
 //! each classified on its own.
 
@@ -203,7 +203,7 @@ pub struct Frame {
 #[derive(Debug, Clone)]
 pub enum FrameData {
     /// JPEG or PNG bytes exactly as received (hash and store them as they are; decode with
-    /// `edge::preprocess::decode_image_bytes`).
+    /// `leukoscope_model::preprocess::decode_image_bytes`).
     Encoded(Vec<u8>),
     /// Decoded pixels (a YUYV camera frame converted to RGB).
     Rgb(image::RgbImage),
@@ -407,7 +407,7 @@ fn spawn(
     })
 }
 
-/// The image formats sources accept in files: those `edge::preprocess` decodes.
+/// The image formats sources accept in files: those `leukoscope_model::preprocess` decodes.
 fn decodable_format(bytes: &[u8]) -> Result<(), String> {
     match image::guess_format(bytes) {
         Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png) => Ok(()),

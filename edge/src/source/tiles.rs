@@ -1,6 +1,6 @@
 //! Tiling: the alternative to centre-cropping a frame that is larger than the model input.
 //!
-//! The default framing (`edge::preprocess`) keeps the centre square of a frame and shrinks it to
+//! The default framing (`leukoscope_model::preprocess`) keeps the centre square of a frame and shrinks it to
 //! the model input: a 1280×720 frame loses its left and right thirds and its detail is reduced
 //! about 3× (for a 224 input). Tiling instead cuts the frame into a grid of `tile × tile` squares
 //! at full resolution, each classified on its own (per-tile results); choose `tile` so that a cell

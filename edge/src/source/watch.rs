@@ -34,11 +34,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use leukoscope_model::images::is_image_file;
+
 use super::mailbox::{Mailbox, Policy};
 use super::{SourceError, SourceEvent, SourceHandle, SourceOptions};
-
-/// The names watched: the extensions `edge classify` walks folders for.
-const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
 
 /// How long a file may look incomplete before it is reported.
 const INCOMPLETE_FOR: Duration = Duration::from_secs(10);
@@ -224,7 +223,7 @@ impl Watcher {
     }
 }
 
-/// An image name that is not hidden (atomic writers use hidden temporary names).
+/// A picture name (the extensions `edge classify` walks folders for) that is not hidden (atomic writers use hidden temporary names).
 fn is_candidate(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
@@ -232,9 +231,7 @@ fn is_candidate(path: &Path) -> bool {
     if name.starts_with('.') {
         return false;
     }
-    path.extension()
-        .map(|x| x.to_string_lossy().to_ascii_lowercase())
-        .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str()))
+    is_image_file(path)
 }
 
 /// Whether a JPEG has its end marker (within its last 64 bytes: some writers pad) and a PNG its

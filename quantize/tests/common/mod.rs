@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use edge::contract::ModelContract;
+use leukoscope_model::contract::{ModelContract, metadata_keys as keys};
+use leukoscope_model::onnx::graph::{GraphBuilder, value_info};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -18,202 +19,63 @@ pub fn contract() -> ModelContract {
     ModelContract::new(LABELS.map(String::from).to_vec(), SIZE)
 }
 
-struct G {
-    nodes: Vec<pb::NodeProto>,
-    inits: Vec<pb::TensorProto>,
-    count: usize,
-    rng: StdRng,
-}
-
-fn attr_i(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn attr_is(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(match d {
-                                Some(v) => Value::DimValue(*v),
-                                None => Value::DimParam("batch".into()),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-impl G {
-    fn fresh(&mut self, stem: &str) -> String {
-        self.count += 1;
-        format!("{stem}_{}", self.count)
-    }
-    fn constant(&mut self, stem: &str, dims: &[i64], v: Vec<f32>) -> String {
-        let name = self.fresh(stem);
-        self.inits.push(pb::TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name
-    }
-    fn node(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        attrs: Vec<pb::AttributeProto>,
-        out: Option<&str>,
-    ) -> String {
-        let o = out.map_or_else(|| self.fresh(&op.to_lowercase()), String::from);
-        let name = self.fresh(op);
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name,
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![o.clone()],
-            attribute: attrs,
-            ..Default::default()
-        });
-        o
-    }
-    fn conv(
-        &mut self,
-        x: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: i64,
-        group: usize,
-    ) -> String {
-        let fan_in = (cin / group * k * k) as f32;
-        let std = (2.0 / fan_in).sqrt();
-        let w: Vec<f32> = (0..cout * cin / group * k * k)
-            .map(|_| self.rng.random_range(-1.7f32..1.7) * std)
-            .collect();
-        let b: Vec<f32> = (0..cout)
-            .map(|_| self.rng.random_range(-0.1f32..0.1))
-            .collect();
-        let w = self.constant(
-            "conv_w",
-            &[cout as i64, (cin / group) as i64, k as i64, k as i64],
-            w,
-        );
-        let b = self.constant("conv_b", &[cout as i64], b);
-        let p = (k / 2) as i64;
-        self.node(
-            "Conv",
-            &[x, &w, &b],
-            vec![
-                attr_is("kernel_shape", &[k as i64, k as i64]),
-                attr_is("strides", &[stride, stride]),
-                attr_is("pads", &[p, p, p, p]),
-                attr_i("group", group as i64),
-            ],
-            None,
-        )
-    }
-    fn relu6(&mut self, x: &str) -> String {
-        let lo = self.constant("clip_min", &[], vec![0.0]);
-        let hi = self.constant("clip_max", &[], vec![6.0]);
-        self.node("Clip", &[x, &lo, &hi], vec![], None)
-    }
+/// Seeded random weights: a conv's `[out, in/groups, k, k]` weight (He-like scale) and bias.
+fn conv_weights(
+    rng: &mut StdRng,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    group: usize,
+) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+    let fan_in = (cin / group * k * k) as f32;
+    let std = (2.0 / fan_in).sqrt();
+    let w: Vec<f32> = (0..cout * cin / group * k * k)
+        .map(|_| rng.random_range(-1.7f32..1.7) * std)
+        .collect();
+    let b: Vec<f32> = (0..cout).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+    (vec![cout, cin / group, k, k], w, b)
 }
 
 /// A seeded MobileNetV2-like classifier at [`SIZE`]: stem conv + ReLU6, an inverted residual
 /// block (expand, depthwise, project, residual Add), a 1×1 conv + ReLU, global average pool,
 /// dense (with large weights, so classes are well separated) and softmax; contract metadata.
 pub fn tiny_mobilenet(seed: u64) -> pb::ModelProto {
-    let mut g = G {
-        nodes: vec![],
-        inits: vec![],
-        count: 0,
-        rng: StdRng::seed_from_u64(seed),
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut g = GraphBuilder::new();
+    let mut conv = |g: &mut GraphBuilder, x: &str, cin, cout, k, stride, group| {
+        let (dims, w, b) = conv_weights(&mut rng, cin, cout, k, group);
+        g.conv(x, (&dims, w), b, stride, k / 2, group)
     };
-    let x = g.conv("image", 3, 8, 3, 2, 1);
-    let x = g.relu6(&x);
-    let e = g.conv(&x, 8, 24, 1, 1, 1);
-    let e = g.relu6(&e);
-    let d = g.conv(&e, 24, 24, 3, 1, 24);
-    let d = g.relu6(&d);
-    let p = g.conv(&d, 24, 8, 1, 1, 1);
+    let x = conv(&mut g, "image", 3, 8, 3, 2, 1);
+    let x = g.clip(&x, 0.0, 6.0);
+    let e = conv(&mut g, &x, 8, 24, 1, 1, 1);
+    let e = g.clip(&e, 0.0, 6.0);
+    let d = conv(&mut g, &e, 24, 24, 3, 1, 24);
+    let d = g.clip(&d, 0.0, 6.0);
+    let p = conv(&mut g, &d, 24, 8, 1, 1, 1);
     let r = g.node("Add", &[&p, &x], vec![], None);
-    let h = g.conv(&r, 8, 32, 1, 1, 1);
+    let h = conv(&mut g, &r, 8, 32, 1, 1, 1);
     let h = g.node("Relu", &[&h], vec![], None);
     let pooled = g.node("GlobalAveragePool", &[&h], vec![], None);
-    let flat = g.node("Flatten", &[&pooled], vec![attr_i("axis", 1)], None);
+    let flat = g.flatten(&pooled);
     let w: Vec<f32> = (0..32 * 4)
-        .map(|_| g.rng.random_range(-1.0f32..1.0) * 3.0)
+        .map(|_| rng.random_range(-1.0f32..1.0) * 3.0)
         .collect();
-    let w = g.constant("gemm_w", &[32, 4], w);
-    let b = g.constant("gemm_b", &[4], vec![0.0; 4]);
-    g.node("Gemm", &[&flat, &w, &b], vec![], Some("logits"));
-    g.node(
-        "Softmax",
-        &["logits"],
-        vec![attr_i("axis", 1)],
-        Some("probabilities"),
-    );
-    let s = SIZE as i64;
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "leukoscope-tests".into(),
-        graph: Some(pb::GraphProto {
-            name: "tiny_mobilenet".into(),
-            node: g.nodes,
-            initializer: g.inits,
-            input: vec![value_info("image", &[None, Some(3), Some(s), Some(s)])],
-            output: vec![
-                value_info("probabilities", &[None, Some(4)]),
-                value_info("logits", &[None, Some(4)]),
-            ],
-            ..Default::default()
-        }),
-        metadata_props: contract()
-            .to_metadata()
-            .into_iter()
-            .chain([
-                ("leukoscope.run_id".to_string(), "test-run".to_string()),
-                (
-                    "leukoscope.model_family".to_string(),
-                    "mobilenetv2".to_string(),
-                ),
-            ])
-            .map(|(key, value)| pb::StringStringEntryProto { key, value })
-            .collect(),
-        ..Default::default()
-    }
+    let logits = g.linear(&flat, (32, 4, w), vec![0.0; 4], Some("logits"));
+    g.softmax(&logits, "probabilities");
+    let s = Some(i64::from(SIZE));
+    let mut metadata = contract().to_metadata();
+    metadata.push((keys::RUN_ID.to_string(), "test-run".to_string()));
+    metadata.push((keys::MODEL_FAMILY.to_string(), "mobilenetv2".to_string()));
+    g.finish(
+        value_info("image", &[None, Some(3), s, s]),
+        vec![
+            value_info("probabilities", &[None, Some(4)]),
+            value_info("logits", &[None, Some(4)]),
+        ],
+        metadata,
+        "quantize-tests",
+    )
 }
 
 /// Writes [`tiny_mobilenet`] to `dir/name`.

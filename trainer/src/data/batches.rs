@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use edge::contract::ModelContract;
-use edge::preprocess::Preprocessor;
 use image::RgbImage;
+use leukoscope_model::contract::ModelContract;
+use leukoscope_model::preprocess::Preprocessor;
 
 use super::augment::{AugmentConfig, augment};
 use super::balance::rng_for;

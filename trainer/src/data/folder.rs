@@ -109,14 +109,14 @@ fn read_sample(
 ) -> Result<(String, RgbImage), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    let img = edge::preprocess::decode_image_bytes(&bytes)?;
+    let img = leukoscope_model::preprocess::decode_image_bytes(&bytes)?;
     Ok((sha256, fit(&img)?))
 }
 
 /// Scans and decodes a dataset folder.
 ///
 /// Every image is decoded and framed with `fit` (the contract's framing, see
-/// `edge::preprocess::Preprocessor::fit`). Unreadable files are reported in
+/// `leukoscope_model::preprocess::Preprocessor::fit`). Unreadable files are reported in
 /// [`ImageFolder::skipped`], or refused with `strict`. An empty folder, a single class, or a class
 /// with fewer than [`MIN_IMAGES_PER_CLASS`] usable images is an error. `progress` is called after
 /// each file with (done, total).

@@ -5,9 +5,9 @@
 //! `file,sha256,class,split`) records the split; giving it back reproduces the split exactly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::Path;
 
+use leukoscope_model::manifest::{self, ManifestError, ManifestRow};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,39 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::DataError;
 use super::folder::ImageFolder;
 
-/// One of the three splits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    /// Training images (the only ones augmented).
-    Train,
-    /// Validation images (early stopping, best checkpoint).
-    Val,
-    /// Held-out test images (the report).
-    Test,
-}
-
-impl fmt::Display for Split {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Split::Train => "train",
-            Split::Val => "val",
-            Split::Test => "test",
-        })
-    }
-}
-
-impl std::str::FromStr for Split {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "train" => Ok(Split::Train),
-            "val" => Ok(Split::Val),
-            "test" => Ok(Split::Test),
-            other => Err(format!("unknown split '{other}' (train, val or test)")),
-        }
-    }
-}
+pub use leukoscope_model::manifest::Split;
 
 /// Fractions of each class that go to validation and test (the rest is training).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -227,62 +195,35 @@ fn fill_quotas<const N: usize>(
     }
 }
 
-/// One manifest row.
-#[derive(Debug, Serialize, Deserialize)]
-struct Row {
-    file: String,
-    sha256: String,
-    class: String,
-    split: Split,
-}
-
 /// Writes `manifest.csv` (`file,sha256,class,split`, one row per image, in sample order).
 pub fn write_manifest(
     path: &Path,
     folder: &ImageFolder,
     assignment: &Assignment,
 ) -> Result<(), DataError> {
-    let mut out = String::from("file,sha256,class,split\n");
-    for (s, split) in folder.samples.iter().zip(&assignment.0) {
-        out.push_str(&format!(
-            "{},{},{},{}\n",
-            csv_field(&s.file),
-            s.sha256,
-            csv_field(&folder.classes[s.class]),
-            split
-        ));
-    }
-    std::fs::write(path, out).map_err(|e| DataError::Manifest {
+    let rows: Vec<ManifestRow> = folder
+        .samples
+        .iter()
+        .zip(&assignment.0)
+        .map(|(s, &split)| ManifestRow {
+            file: s.file.clone(),
+            sha256: s.sha256.clone(),
+            class: folder.classes[s.class].clone(),
+            split,
+        })
+        .collect();
+    manifest::write(path, &rows).map_err(|e| DataError::Manifest {
         path: path.to_path_buf(),
-        reason: format!("cannot write: {e}"),
+        reason: manifest_reason(e),
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// The reason of a manifest error, without the path `DataError::Manifest` names again.
+fn manifest_reason(e: ManifestError) -> String {
+    match e {
+        ManifestError::Manifest { reason, .. } => reason,
+        other => other.to_string(),
     }
-}
-
-/// Splits one CSV line into fields (RFC 4180 quoting).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
 }
 
 /// Reads a manifest and applies it to a scanned folder: every image in the folder must be listed
@@ -293,34 +234,11 @@ pub fn read_manifest(path: &Path, folder: &ImageFolder) -> Result<Assignment, Da
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut lines = text.lines();
-    if lines.next().map(str::trim) != Some("file,sha256,class,split") {
-        return Err(bad(
-            "not a leukoscope manifest (header must be file,sha256,class,split)".into(),
-        ));
-    }
-    let mut rows: HashMap<String, Row> = HashMap::new();
-    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let f = csv_fields(line);
-        if f.len() != 4 {
-            return Err(bad(format!(
-                "line {}: expected 4 fields, got {}",
-                n + 2,
-                f.len()
-            )));
-        }
-        let split = f[3]
-            .parse()
-            .map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
-        let row = Row {
-            file: f[0].clone(),
-            sha256: f[1].clone(),
-            class: f[2].clone(),
-            split,
-        };
-        rows.insert(row.file.clone(), row);
-    }
+    let mut rows: HashMap<String, ManifestRow> = manifest::read(path)
+        .map_err(|e| bad(manifest_reason(e)))?
+        .into_iter()
+        .map(|row| (row.file.clone(), row))
+        .collect();
     let mut out = Vec::with_capacity(folder.samples.len());
     for s in &folder.samples {
         let row = rows.remove(&s.file).ok_or_else(|| {

@@ -1,6 +1,6 @@
 //! The two model families: MobileNetV2 and the seed paper's compact CNN.
 //!
-//! Both take a batch of preprocessed images `[batch, 3, H, W]` (see `edge::preprocess`) and
+//! Both take a batch of preprocessed images `[batch, 3, H, W]` (see `leukoscope_model::preprocess`) and
 //! return logits `[batch, classes]`; probabilities are their softmax.
 
 mod cnn;

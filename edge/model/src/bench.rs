@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::model::{ModelError, OnnxClassifier};
+use crate::classifier::OnnxClassifier;
+use crate::onnx::ModelError;
 use crate::preprocess::{Preprocessor, decode_image_bytes};
 
 /// What `edge bench --format json` prints.

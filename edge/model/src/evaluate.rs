@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use thiserror::Error;
 
-use crate::classify::expand_paths;
+use crate::classifier::OnnxClassifier;
+use crate::evaluation_report::{ReportContext, ReportError, write_report};
+use crate::images::expand_paths;
 use crate::metrics::{ClassificationReport, MetricsError, evaluate};
-use crate::model::{ModelError, OnnxClassifier};
+use crate::onnx::ModelError;
 use crate::preprocess::{Preprocessor, decode_image};
-use crate::report::{ReportContext, ReportError, write_report};
+use crate::seeded::SplitMix64;
 
 /// Why an evaluation could not be made.
 #[derive(Debug, Error)]
@@ -23,6 +25,9 @@ pub enum EvaluateError {
         /// What is wrong.
         reason: String,
     },
+    /// The manifest cannot be read, or a picture it lists has changed.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -104,11 +109,10 @@ impl Perturbation {
                 }
             }
             Perturbation::ColorJitter { amount, seed } => {
-                let mut state = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let factors: [f32; 3] = std::array::from_fn(|_| {
-                    let u = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
-                    1.0 + amount * (2.0 * u - 1.0)
-                });
+                let mut rng =
+                    SplitMix64::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let factors: [f32; 3] =
+                    std::array::from_fn(|_| 1.0 + amount * (2.0 * rng.unit() - 1.0));
                 for p in img.pixels_mut() {
                     for (c, f) in p.0.iter_mut().zip(factors) {
                         *c = (f32::from(*c) * f).round().clamp(0.0, 255.0) as u8;
@@ -117,14 +121,6 @@ impl Perturbation {
             }
         }
     }
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Which pictures of a labeled folder to evaluate.
@@ -147,42 +143,25 @@ pub fn labeled_files(
         reason,
     };
     if let Some((manifest, split)) = &selection.manifest {
-        let text = std::fs::read_to_string(manifest).map_err(|e| EvaluateError::Folder {
+        let bad = |reason: String| EvaluateError::Folder {
             path: manifest.clone(),
-            reason: format!("cannot read manifest: {e}"),
-        })?;
+            reason,
+        };
+        let rows = crate::manifest::read(manifest)?;
+        let chosen: Vec<&crate::manifest::ManifestRow> = rows
+            .iter()
+            .filter(|r| r.split.to_string() == *split)
+            .collect();
+        crate::manifest::check_digests(manifest, data, &chosen)?;
         let mut files = Vec::new();
-        for (n, line) in text.lines().enumerate().skip(1) {
-            // file,sha256,class,split — the file name may be quoted and hold commas, the
-            // other three never do.
-            let mut fields = line.rsplitn(4, ',');
-            let (Some(s), Some(class), Some(_sha), Some(file)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                return Err(EvaluateError::Folder {
-                    path: manifest.clone(),
-                    reason: format!("line {}: expected file,sha256,class,split", n + 1),
-                });
-            };
-            if s.trim() != split {
-                continue;
-            }
-            let file = file
-                .strip_prefix('"')
-                .and_then(|f| f.strip_suffix('"'))
-                .map_or_else(|| file.to_string(), |f| f.replace("\"\"", "\""));
-            let index =
-                labels
-                    .iter()
-                    .position(|l| l == class)
-                    .ok_or_else(|| EvaluateError::Folder {
-                        path: manifest.clone(),
-                        reason: format!(
-                            "line {}: class {class:?} is not a label of this model {labels:?}",
-                            n + 1
-                        ),
-                    })?;
-            files.push((data.join(file), index));
+        for row in chosen {
+            let index = labels.iter().position(|l| *l == row.class).ok_or_else(|| {
+                bad(format!(
+                    "{}: class {:?} is not a label of this model {labels:?}",
+                    row.file, row.class
+                ))
+            })?;
+            files.push((data.join(&row.file), index));
         }
         if files.is_empty() {
             return Err(EvaluateError::Folder {
@@ -375,9 +354,20 @@ mod tests {
     fn a_manifest_selects_its_split_with_quoted_names() {
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("manifest.csv");
+        // Every listed file exists with the listed digest: readers check it.
+        let mut digest = std::collections::HashMap::new();
+        for (name, bytes) in [("A/1.jpg", "1"), ("B/x,\"y\".jpg", "x"), ("A/2.jpg", "2")] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            digest.insert(name, crate::manifest::sha256_hex(bytes.as_bytes()));
+        }
         std::fs::write(
             &manifest,
-            "file,sha256,class,split\nA/1.jpg,aa,A,train\n\"B/x,\"\"y\"\".jpg\",bb,B,test\nA/2.jpg,cc,A,test\n",
+            format!(
+                "file,sha256,class,split\nA/1.jpg,{},A,train\n\"B/x,\"\"y\"\".jpg\",{},B,test\nA/2.jpg,{},A,test\n",
+                digest["A/1.jpg"], digest["B/x,\"y\".jpg"], digest["A/2.jpg"]
+            ),
         )
         .unwrap();
         let labels = vec!["A".to_string(), "B".to_string()];

@@ -6,10 +6,8 @@
 //! ReLU6 as one `Clip(0, 6)`, a symbolic batch dimension, and our metadata. The graph is plain
 //! opset-13 ONNX (Conv, Clip, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm, Softmax).
 //!
-//! Input `image`: `f32 [batch, 3, H, W]` preprocessed by `edge::preprocess`. Outputs `logits`
+//! Input `image`: `f32 [batch, 3, H, W]` preprocessed by `leukoscope_model::preprocess`. Outputs `logits`
 //! and `probabilities` (softmax), both `[batch, classes]`.
-
-mod graph;
 
 use std::path::Path;
 
@@ -17,15 +15,15 @@ use anyhow::{Context, Result, bail};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
-use edge::contract::ModelContract;
+use leukoscope_model::contract::ModelContract;
 use prost::Message;
 use tract_onnx::pb;
 
 use crate::model::Classifier;
 use crate::model::mobilenetv2::ConvBn;
-use graph::{GraphBuilder, value_info};
+use leukoscope_model::onnx::graph::{GraphBuilder, value_info};
 
-pub use graph::OPSET;
+use leukoscope_model::onnx::graph::OPSET;
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 parameters")
@@ -179,42 +177,40 @@ pub fn save(model: &pb::ModelProto, path: &Path) -> Result<()> {
 /// metadata (`leukoscope.model_family`, `.width`, `.run_id`, `.manifest_sha256`,
 /// `.test_accuracy`, `.test_macro_f1`, `.created`, `.version`).
 pub fn export_run(run: &crate::run::RunDir, out: &Path) -> Result<()> {
+    use leukoscope_model::contract::metadata_keys as keys;
     let device = burn::tensor::Device::flex();
     let (model, contract) = crate::evaluate::load_best_model(run, &device)?;
     let file = run.load_run()?;
     let mut metadata = vec![
-        ("leukoscope.run_id".to_string(), file.info.id.clone()),
+        (keys::RUN_ID.to_string(), file.info.id.clone()),
         (
-            "leukoscope.manifest_sha256".to_string(),
+            keys::MANIFEST_SHA256.to_string(),
             file.info.manifest_sha256.clone(),
         ),
+        (keys::CREATED.to_string(), chrono::Utc::now().to_rfc3339()),
         (
-            "leukoscope.created".to_string(),
-            chrono::Utc::now().to_rfc3339(),
-        ),
-        (
-            "leukoscope.version".to_string(),
+            keys::VERSION.to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         ),
     ];
     match &file.config.model {
         crate::model::ModelSpec::Mobilenetv2 { width, .. } => {
-            metadata.push(("leukoscope.model_family".into(), "mobilenetv2".into()));
-            metadata.push(("leukoscope.width".into(), width.to_string()));
+            metadata.push((keys::MODEL_FAMILY.into(), "mobilenetv2".into()));
+            metadata.push((keys::WIDTH.into(), width.to_string()));
         }
         crate::model::ModelSpec::Cnn { .. } => {
-            metadata.push(("leukoscope.model_family".into(), "cnn".into()));
+            metadata.push((keys::MODEL_FAMILY.into(), "cnn".into()));
         }
     }
     let report = run.report().join("report.json");
     if report.exists() {
-        let doc = edge::report::read_report(&report)?;
+        let doc = leukoscope_model::evaluation_report::read_report(&report)?;
         metadata.push((
-            "leukoscope.test_accuracy".into(),
+            keys::TEST_ACCURACY.into(),
             format!("{:.6}", doc.metrics.accuracy),
         ));
         metadata.push((
-            "leukoscope.test_macro_f1".into(),
+            keys::TEST_MACRO_F1.into(),
             format!("{:.6}", doc.metrics.macro_avg.f1),
         ));
     }

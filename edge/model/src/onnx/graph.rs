@@ -1,4 +1,7 @@
-//! A small ONNX graph builder over tract's protobuf types (`tract_onnx::pb`, prost messages).
+//! The one ONNX graph builder, over tract's protobuf types (`tract_onnx::pb`, prost messages):
+//! [`GraphBuilder`] writes a graph node by node (trainer export, test fixtures); the free
+//! functions make and read single nodes, attributes and tensors (quantize's rewrite of an
+//! existing graph).
 
 use tract_onnx::pb;
 
@@ -8,13 +11,15 @@ const IR_VERSION: i64 = 8;
 pub const OPSET: i64 = 13;
 
 /// Builds one ONNX graph: nodes in order, weights as initializers, unique value names.
+#[derive(Default)]
 pub struct GraphBuilder {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
     count: usize,
 }
 
-fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
+/// An integer attribute.
+pub fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -23,11 +28,72 @@ fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     }
 }
 
-fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
+/// An integer-list attribute.
+pub fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
         ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A tensor initializer holding `raw` little-endian bytes of `data_type`.
+pub fn tensor(
+    name: &str,
+    dims: &[i64],
+    data_type: pb::tensor_proto::DataType,
+    raw: Vec<u8>,
+) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+/// An f32 tensor initializer.
+pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    tensor(
+        name,
+        dims,
+        pb::tensor_proto::DataType::Float,
+        values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// The values of an f32 tensor (raw little-endian bytes or `float_data`); `None` if it is not f32.
+pub fn f32_values(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    Some(
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// One node.
+pub fn node_proto(
+    op: &str,
+    name: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    attributes: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name,
+        input: inputs,
+        output: outputs,
+        attribute: attributes,
         ..Default::default()
     }
 }
@@ -67,11 +133,7 @@ pub fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
 impl GraphBuilder {
     /// An empty graph.
     pub fn new() -> Self {
-        GraphBuilder {
-            nodes: Vec::new(),
-            initializers: Vec::new(),
-            count: 0,
-        }
+        Self::default()
     }
 
     fn fresh(&mut self, stem: &str) -> String {
@@ -83,13 +145,8 @@ impl GraphBuilder {
     pub fn constant(&mut self, stem: &str, dims: &[usize], data: Vec<f32>) -> String {
         debug_assert_eq!(dims.iter().product::<usize>(), data.len());
         let name = self.fresh(stem);
-        self.initializers.push(pb::TensorProto {
-            name: name.clone(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        self.initializers.push(f32_tensor(&name, &dims, &data));
         name
     }
 
@@ -103,14 +160,9 @@ impl GraphBuilder {
     ) -> String {
         let out = output.map_or_else(|| self.fresh(&op.to_ascii_lowercase()), str::to_string);
         let name = self.fresh(op);
-        self.nodes.push(pb::NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name,
-            op_type: op.into(),
-            attribute: attributes,
-            ..Default::default()
-        });
+        let inputs = inputs.iter().map(|s| s.to_string()).collect();
+        self.nodes
+            .push(node_proto(op, name, inputs, vec![out.clone()], attributes));
         out
     }
 

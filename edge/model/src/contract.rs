@@ -64,12 +64,18 @@ pub struct ModelContract {
     pub resize: ResizeMethod,
 }
 
+/// The largest input side a contract may name: a classifier of single smear fields has no use
+/// for more, and a larger value (a corrupt file) would allocate gigabytes per picture.
+pub const MAX_INPUT_SIDE: u32 = 4096;
+
 /// ImageNet channel statistics: the usual choice, and required for torchvision weights.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// ONNX `metadata_props` keys that carry the contract (a contract other tools read: never rename).
+/// Every ONNX `metadata_props` key leukoscope writes (a contract other tools read: never rename,
+/// only add). The first five carry the [`ModelContract`]; the others describe where the model
+/// came from.
 pub mod metadata_keys {
     /// JSON list of labels in model output order.
     pub const LABELS: &str = "leukoscope.labels";
@@ -81,6 +87,24 @@ pub mod metadata_keys {
     pub const STD: &str = "leukoscope.std";
     /// Resize method (`bilinear`, `nearest`, `lanczos3`).
     pub const RESIZE: &str = "leukoscope.resize";
+    /// `mobilenetv2` or `cnn`.
+    pub const MODEL_FAMILY: &str = "leukoscope.model_family";
+    /// MobileNetV2's width multiplier.
+    pub const WIDTH: &str = "leukoscope.width";
+    /// The training run's id.
+    pub const RUN_ID: &str = "leukoscope.run_id";
+    /// sha256 of the training run's `manifest.csv`.
+    pub const MANIFEST_SHA256: &str = "leukoscope.manifest_sha256";
+    /// Test-split accuracy of the run's report.
+    pub const TEST_ACCURACY: &str = "leukoscope.test_accuracy";
+    /// Test-split macro-F1 of the run's report.
+    pub const TEST_MACRO_F1: &str = "leukoscope.test_macro_f1";
+    /// Creation time (RFC 3339).
+    pub const CREATED: &str = "leukoscope.created";
+    /// The leukoscope version that wrote the file.
+    pub const VERSION: &str = "leukoscope.version";
+    /// The quantization recipe (JSON), present only in files written by `quantize`.
+    pub const QUANTIZATION: &str = "leukoscope.quantization";
 }
 
 /// A contract that cannot be used.
@@ -204,6 +228,12 @@ impl ModelContract {
         if self.input_height == 0 || self.input_width == 0 {
             return Err(ContractError::Invalid(format!(
                 "input size {} has a zero side",
+                self.input_size_string()
+            )));
+        }
+        if self.input_height > MAX_INPUT_SIDE || self.input_width > MAX_INPUT_SIDE {
+            return Err(ContractError::Invalid(format!(
+                "input size {} is larger than {MAX_INPUT_SIDE} px on a side",
                 self.input_size_string()
             )));
         }

@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::model::{ContractOverrides, ModelError, OnnxClassifier};
-
-/// Metadata key `quantize` writes (its recipe, JSON); a model carrying it is an int8 model.
-pub const QUANTIZATION_KEY: &str = "leukoscope.quantization";
+use crate::classifier::OnnxClassifier;
+use crate::contract::metadata_keys::QUANTIZATION as QUANTIZATION_KEY;
+use crate::onnx::{ContractOverrides, ModelError};
 
 /// The numeric precision of one model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -268,84 +267,28 @@ pub fn choose(
 mod tests {
     use super::*;
     use crate::contract::ModelContract;
+    use crate::onnx::graph::{GraphBuilder, value_info};
     use prost::Message;
-    use tract_onnx::pb;
 
     /// A tiny valid classifier: GlobalAveragePool → Flatten → Softmax over 3 channels (labels
     /// a, b, c), with the contract and optionally the quantization key in its metadata.
     fn write_model(dir: &Path, name: &str, labels: &[&str], size: u32, int8: bool) -> PathBuf {
         let contract = ModelContract::new(labels.iter().map(|s| s.to_string()).collect(), size);
-        let vi = |n: &str, dims: &[Option<i64>]| {
-            use pb::tensor_shape_proto::{Dimension, dimension::Value};
-            pb::ValueInfoProto {
-                name: n.into(),
-                r#type: Some(pb::TypeProto {
-                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                        elem_type: pb::tensor_proto::DataType::Float as i32,
-                        shape: Some(pb::TensorShapeProto {
-                            dim: dims
-                                .iter()
-                                .map(|d| Dimension {
-                                    value: Some(match d {
-                                        Some(v) => Value::DimValue(*v),
-                                        None => Value::DimParam("batch".into()),
-                                    }),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        }),
-                    })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-        };
-        let node = |op: &str, i: &str, o: &str, attr: Vec<pb::AttributeProto>| pb::NodeProto {
-            op_type: op.into(),
-            name: format!("{op}_1"),
-            input: vec![i.into()],
-            output: vec![o.into()],
-            attribute: attr,
-            ..Default::default()
-        };
-        let axis = pb::AttributeProto {
-            name: "axis".into(),
-            r#type: pb::attribute_proto::AttributeType::Int as i32,
-            i: 1,
-            ..Default::default()
-        };
-        let s = size as i64;
-        let mut metadata: Vec<pb::StringStringEntryProto> = contract
-            .to_metadata()
-            .into_iter()
-            .map(|(key, value)| pb::StringStringEntryProto { key, value })
-            .collect();
+        let mut g = GraphBuilder::new();
+        let pooled = g.node("GlobalAveragePool", &["image"], vec![], None);
+        let flat = g.flatten(&pooled);
+        g.softmax(&flat, "probabilities");
+        let mut metadata = contract.to_metadata();
         if int8 {
-            metadata.push(pb::StringStringEntryProto {
-                key: QUANTIZATION_KEY.into(),
-                value: "{}".into(),
-            });
+            metadata.push((QUANTIZATION_KEY.into(), "{}".into()));
         }
-        let model = pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                name: "tiny".into(),
-                node: vec![
-                    node("GlobalAveragePool", "image", "pooled", vec![]),
-                    node("Flatten", "pooled", "flat", vec![axis.clone()]),
-                    node("Softmax", "flat", "probabilities", vec![axis]),
-                ],
-                input: vec![vi("image", &[None, Some(3), Some(s), Some(s)])],
-                output: vec![vi("probabilities", &[None, Some(3)])],
-                ..Default::default()
-            }),
-            metadata_props: metadata,
-            ..Default::default()
-        };
+        let s = Some(i64::from(size));
+        let model = g.finish(
+            value_info("image", &[None, Some(3), s, s]),
+            vec![value_info("probabilities", &[None, Some(3)])],
+            metadata,
+            "test",
+        );
         let path = dir.join(name);
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         path

@@ -1,0 +1,102 @@
+//! The tract runner: a model file loaded (by [`crate::onnx::OnnxFile`]), optimized for one
+//! picture at a time, answering class probabilities.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::contract::ModelContract;
+use crate::onnx::{ContractOverrides, ModelError, OnnxFile};
+
+/// A loaded, optimized model ready to classify preprocessed images one at a time.
+pub struct OnnxClassifier {
+    path: PathBuf,
+    contract: ModelContract,
+    metadata: Vec<(String, String)>,
+    plan: Arc<TypedRunnableModel>,
+    softmax_needed: bool,
+}
+
+impl OnnxClassifier {
+    /// Loads `path`, reads its contract (applying `overrides`) and optimizes it for batch 1.
+    pub fn load(path: &Path, overrides: &ContractOverrides) -> Result<Self, ModelError> {
+        let file = OnnxFile::read_with(path, overrides)?;
+        let graph = file.graph();
+        let output = graph
+            .output
+            .iter()
+            .find(|o| o.name == "probabilities")
+            .unwrap_or(&graph.output[0])
+            .name
+            .clone();
+        let softmax_needed = output != "probabilities";
+        let plan = file.plan(&[output.as_str()])?;
+        let contract = file.contract().clone();
+        let metadata = file.metadata();
+        Ok(OnnxClassifier {
+            path: path.to_path_buf(),
+            contract,
+            metadata,
+            plan,
+            softmax_needed,
+        })
+    }
+
+    /// The model's contract.
+    pub fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+
+    /// Every `metadata_props` entry of the file.
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Class probabilities for one preprocessed image (`3 × H × W` values).
+    pub fn probabilities(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let c = &self.contract;
+        let shape = [1, 3, c.input_height as usize, c.input_width as usize];
+        let engine = |e: TractError| ModelError::Engine {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let x = Tensor::from_shape(&shape, input).map_err(engine)?;
+        let out = self.plan.run(tvec!(x.into())).map_err(engine)?;
+        let mut p: Vec<f32> = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(engine)?
+            .iter()
+            .copied()
+            .collect();
+        if p.len() != c.num_classes() {
+            return Err(ModelError::Contract {
+                path: self.path.clone(),
+                reason: format!(
+                    "the model gives {} outputs but its contract names {} labels",
+                    p.len(),
+                    c.num_classes()
+                ),
+            });
+        }
+        if self.softmax_needed {
+            softmax_in_place(&mut p);
+        }
+        Ok(p)
+    }
+}
+
+fn softmax_in_place(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    v.iter_mut().for_each(|x| *x /= sum);
+}

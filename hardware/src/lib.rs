@@ -11,6 +11,7 @@
 //!   backends.
 //! * [`button`]: debounced short and long presses.
 //! * [`panel`]: LEDs and display together; a console panel and a none panel.
+//! * [`open`]: the panel a [`PanelConfig`] asks for ([`open_panel`]).
 //! * [`serial`]: the line protocol (`RESULT`, `SLIDE`, … out; `PING`, `START`, … in).
 //! * [`config`]: the TOML sections; `linux` (feature `linux`): building it all on a board
 //!   with linux-embedded-hal (needs `CONFIG_GPIO_CDEV_V1`).
@@ -41,6 +42,7 @@ pub mod display;
 pub mod lights;
 #[cfg(feature = "linux")]
 pub mod linux;
+pub mod open;
 pub mod panel;
 pub mod serial;
 pub mod status;
@@ -54,6 +56,7 @@ pub use display::{
     DisplayError, Hd44780Display, NoDisplay, Ssd1306Display, TextDisplay, fit_line, status_lines,
 };
 pub use lights::{Led, LedMode, LightState, LightsError, NoLed, StatusLights};
-pub use panel::{ConsolePanel, HardwarePanel, NonePanel, Panel, PanelError, open_panel};
+pub use open::open_panel;
+pub use panel::{ConsolePanel, HardwarePanel, NonePanel, Panel, PanelError};
 pub use serial::{Command, CommandError, Event, Format, SerialConfig, SerialError, SerialLine};
 pub use status::{DeviceStatus, Fault, LastFrame, Phase, RetakeReason, Verdict};

@@ -10,13 +10,12 @@
 //!   lit LED, lower-case a dark one, `{R}` a blinking one;
 //! * [`NonePanel`]: shows nothing.
 //!
-//! [`open_panel`] builds the one a [`PanelConfig`] asks for.
+//! [`crate::open_panel`] builds the one a [`crate::PanelConfig`] asks for.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
 use embedded_hal::digital::OutputPin;
 
-use crate::config::{OpenError, PanelConfig, PanelKind};
 use crate::display::{DisplayError, TextDisplay, status_lines};
 use crate::lights::{Led, LedMode, LightState, LightsError, StatusLights};
 use crate::status::{DeviceStatus, Phase};
@@ -59,14 +58,7 @@ pub struct HardwarePanel<G, A, R, B, D> {
     display: D,
 }
 
-impl<G, A, R, B, D> HardwarePanel<G, A, R, B, D>
-where
-    G: OutputPin,
-    A: OutputPin,
-    R: OutputPin,
-    B: OutputPin,
-    D: TextDisplay,
-{
+impl<G, A, R, B, D> HardwarePanel<G, A, R, B, D> {
     /// Bundles LEDs and a display (use [`crate::NoDisplay`] for a kit without one).
     pub fn new(lights: StatusLights<G, A, R, B>, display: D) -> Self {
         HardwarePanel { lights, display }
@@ -173,22 +165,6 @@ impl Panel for NonePanel {
     }
 }
 
-/// Builds the panel `config` asks for. The console panel draws on standard output, in colour
-/// when that is a terminal; the hardware panel needs the `linux` feature.
-pub fn open_panel(config: &PanelConfig) -> Result<Box<dyn Panel>, OpenError> {
-    match config.kind {
-        PanelKind::None => Ok(Box::new(NonePanel)),
-        PanelKind::Console => {
-            let color = io::stdout().is_terminal();
-            Ok(Box::new(ConsolePanel::new(io::stdout(), color)))
-        }
-        #[cfg(feature = "linux")]
-        PanelKind::Hardware => crate::linux::open_hardware_panel(config),
-        #[cfg(not(feature = "linux"))]
-        PanelKind::Hardware => Err(OpenError::NotBuilt),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,25 +261,5 @@ mod tests {
         let lights = StatusLights::new(crate::NoLed, crate::NoLed, crate::NoLed);
         let mut panel: Box<dyn Panel> = Box::new(HardwarePanel::new(lights, NoDisplay));
         panel.show(&refer(), 0).unwrap();
-    }
-
-    #[test]
-    fn open_panel_builds_the_configured_kind() {
-        let config = |kind| PanelConfig {
-            kind,
-            ..PanelConfig::default()
-        };
-        assert!(open_panel(&config(PanelKind::None)).is_ok());
-        assert!(open_panel(&config(PanelKind::Console)).is_ok());
-        #[cfg(not(feature = "linux"))]
-        assert!(matches!(
-            open_panel(&config(PanelKind::Hardware)),
-            Err(OpenError::NotBuilt)
-        ));
-        #[cfg(feature = "linux")]
-        assert!(matches!(
-            open_panel(&config(PanelKind::Hardware)),
-            Err(OpenError::Missing("leds"))
-        ));
     }
 }

@@ -1,5 +1,7 @@
 //! The device state that the panel shows, and the small vocabularies shared with the serial line.
 
+use serde::{Deserialize, Serialize};
+
 /// What the device is doing, as far as the panel is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -60,8 +62,10 @@ impl Fault {
     }
 }
 
-/// The screening verdict for a slide (so far, or final).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The screening verdict for a slide (so far, or final). Serialized as its [`as_str`](Self::as_str)
+/// word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// No blasts seen: green.
     NoBlasts,
@@ -106,8 +110,10 @@ impl Verdict {
     }
 }
 
-/// Why a frame was not used and the technician should retake it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a frame was not used and the technician should retake it. Serialized as its
+/// [`as_str`](Self::as_str) word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RetakeReason {
     /// Out of focus.
     Focus,
@@ -175,6 +181,46 @@ impl DeviceStatus {
         DeviceStatus {
             phase: Phase::Idle,
             ..Self::starting()
+        }
+    }
+}
+
+/// Checks that serde writes and reads `value` as the JSON string `word` (the vocabularies
+/// above and [`crate::serial::protocol::Decision`] serialize as their `as_str` words).
+#[cfg(test)]
+pub(crate) fn assert_serde_word<T>(value: T, word: &str)
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let json = format!("\"{word}\"");
+    assert_eq!(serde_json::to_string(&value).unwrap(), json);
+    assert_eq!(serde_json::from_str::<T>(&json).unwrap(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_serialize_as_their_slide_words() {
+        for verdict in [
+            Verdict::NoBlasts,
+            Verdict::Uncertain,
+            Verdict::Refer,
+            Verdict::Insufficient,
+        ] {
+            assert_serde_word(verdict, verdict.as_str());
+        }
+    }
+
+    #[test]
+    fn retake_reasons_serialize_as_their_retake_words() {
+        for reason in [
+            RetakeReason::Focus,
+            RetakeReason::Exposure,
+            RetakeReason::Empty,
+        ] {
+            assert_serde_word(reason, reason.as_str());
         }
     }
 }

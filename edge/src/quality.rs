@@ -155,34 +155,9 @@ pub struct QualityFigures {
     pub stained_fraction: f32,
 }
 
-/// Why a frame must be taken again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RetakeReason {
-    /// Out of focus (or moving).
-    Focus,
-    /// Too dark, too bright or clipped.
-    Exposure,
-    /// No stained cells in the field.
-    Empty,
-}
-
-impl RetakeReason {
-    /// The word used in results, logs and on the serial line: `focus`, `exposure` or `empty`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetakeReason::Focus => "focus",
-            RetakeReason::Exposure => "exposure",
-            RetakeReason::Empty => "empty",
-        }
-    }
-}
-
-impl std::fmt::Display for RetakeReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a frame must be taken again: the serial line's `RETAKE reason=` vocabulary (`focus`,
+/// `exposure`, `empty`), one type from the gate to the wire.
+pub use hardware::RetakeReason;
 
 /// The gate, with its buffers: make one and call [`QualityGate::assess`] on every frame.
 pub struct QualityGate {

@@ -112,14 +112,14 @@ impl Verdict {
 
 /// Why a frame was not used and the technician should retake it. Serialized as its
 /// [`as_str`](Self::as_str) word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RetakeReason {
-    /// Out of focus.
+    /// Out of focus (or moving).
     Focus,
-    /// Too dark or too bright.
+    /// Too dark, too bright or clipped.
     Exposure,
-    /// No cell in the field.
+    /// No stained cells in the field.
     Empty,
 }
 
@@ -131,6 +131,12 @@ impl RetakeReason {
             RetakeReason::Exposure => "exposure",
             RetakeReason::Empty => "empty",
         }
+    }
+}
+
+impl std::fmt::Display for RetakeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

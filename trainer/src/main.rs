@@ -270,7 +270,7 @@ struct EvaluateArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Format {
+enum BenchFormat {
     Table,
     Json,
 }
@@ -298,8 +298,8 @@ struct BenchArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
 }
 
 fn main() {
@@ -390,8 +390,8 @@ fn run(cli: Cli) -> Result<()> {
                 backend: a.backend,
             })?;
             match a.format {
-                Format::Json => println!("{}", serde_json::to_string(&result)?),
-                Format::Table => {
+                BenchFormat::Json => println!("{}", serde_json::to_string(&result)?),
+                BenchFormat::Table => {
                     println!(
                         "model                 size batch threads  step p50 ms  images/s  params"
                     );

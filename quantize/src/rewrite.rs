@@ -105,6 +105,19 @@ fn zero_point_init(name: &str, dims: &[i64], v: &[i32], ty: ActivationType) -> p
     }
 }
 
+impl Layer {
+    /// A layer left in float compute on dequantized int8 weights.
+    fn weights_only(n: &pb::NodeProto) -> Self {
+        Layer {
+            node: n.name.clone(),
+            op: n.op_type.clone(),
+            kind: LayerKind::WeightsOnly,
+            tensor: n.output[0].clone(),
+            quantized: None,
+        }
+    }
+}
+
 /// Largest weight magnitude: 7 bits (±63), not 8. onnxruntime's x86 u8×s8 kernels without VNNI
 /// (AVX2, AVX-512F) add pairs of u8·s8 products in 16 bits (`vpmaddubsw`), which saturates when
 /// 2·255·|w| > 32767; with |w| ≤ 63 it cannot. With full-range weights the shipped model's int8
@@ -402,13 +415,7 @@ pub fn rewrite(
                     let new = b.weights_only(n, 0)?;
                     b.nodes.push(new);
                     b.float.insert(n.output[0].clone());
-                    layers.push(Layer {
-                        node: n.name.clone(),
-                        op: n.op_type.clone(),
-                        kind: LayerKind::WeightsOnly,
-                        tensor: n.output[0].clone(),
-                        quantized: None,
-                    });
+                    layers.push(Layer::weights_only(n));
                     continue;
                 }
                 let (xq, xp) = b.quant_of(&n.input[0])?;
@@ -484,13 +491,7 @@ pub fn rewrite(
                 }
                 b.nodes.push(new);
                 b.float.insert(n.output[0].clone());
-                layers.push(Layer {
-                    node: n.name.clone(),
-                    op: n.op_type.clone(),
-                    kind: LayerKind::WeightsOnly,
-                    tensor: n.output[0].clone(),
-                    quantized: None,
-                });
+                layers.push(Layer::weights_only(n));
             }
             _ => {
                 let mut new = n.clone();

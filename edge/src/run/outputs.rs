@@ -1,20 +1,82 @@
 //! Everything a result is shown or sent to: the serial line, the panel (LEDs and display),
 //! the event lines on standard output, and the button that comes back in.
 //!
-//! Every output gets the same events in the same order; a failing output is logged and
-//! dropped from the run (a pulled USB-serial cable must not stop screening).
+//! [`open_outputs`] opens them as the config says. Every output gets the same events in the
+//! same order; a failing output is logged and dropped from the run (a pulled USB-serial cable
+//! must not stop screening).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use hardware::{ButtonEvent, Command, DeviceStatus, Event, Format, Panel, SerialLine};
+use hardware::{
+    ButtonEvent, Command, ConsolePanel, DeviceStatus, Event, Fault, Format, Panel, PanelKind,
+    Phase, SerialLine,
+};
 use tracing::{error, warn};
+
+use super::RunError;
+use crate::config::RunConfig;
 
 /// Reads the button: `now_ms` in, an event out.
 pub type ButtonPoll = Box<dyn FnMut(u64) -> Result<Option<ButtonEvent>, hardware::ButtonError>>;
 
 /// The serial port type the device opens.
 pub type Port = Box<dyn serialport::SerialPort>;
+
+/// Opens the panel, button and serial line of `config`. Events go to `events` too (standard
+/// output for `edge run`), in the serial line's format.
+pub fn open_outputs(
+    config: &RunConfig,
+    events: Option<Box<dyn Write>>,
+) -> Result<Outputs, RunError> {
+    let panel: Box<dyn Panel> = match config.panel.kind {
+        // The console panel draws on stderr: stdout carries the event lines.
+        PanelKind::Console => Box::new(ConsolePanel::new(
+            std::io::stderr(),
+            std::io::stderr().is_terminal(),
+        )),
+        _ => hardware::open_panel(&config.panel).map_err(|e| RunError::Hardware(e.to_string()))?,
+    };
+    let serial = match &config.serial {
+        Some(serial) => Some(
+            SerialLine::open(serial)
+                .map_err(|e| RunError::Hardware(format!("serial line {}: {e}", serial.path)))?,
+        ),
+        None => None,
+    };
+    let button = match &config.button {
+        Some(line) => Some(open_button(line)?),
+        None => None,
+    };
+    let format = config
+        .serial
+        .as_ref()
+        .map(|s| s.format)
+        .or(config.events_format)
+        .unwrap_or(Format::Text);
+    Ok(Outputs::new(
+        serial,
+        panel,
+        button,
+        events.map(|w| (w, format)),
+    ))
+}
+
+/// The configured button's GPIO line.
+#[cfg(feature = "linux")]
+fn open_button(line: &hardware::ButtonLineConfig) -> Result<ButtonPoll, RunError> {
+    let mut button =
+        hardware::linux::open_button(line).map_err(|e| RunError::Hardware(e.to_string()))?;
+    Ok(Box::new(move |now| button.poll(now)))
+}
+
+/// A configured button is refused: this build has no GPIO.
+#[cfg(not(feature = "linux"))]
+fn open_button(_line: &hardware::ButtonLineConfig) -> Result<ButtonPoll, RunError> {
+    Err(RunError::Hardware(
+        "a [button] is configured, but this build has no GPIO support (build edge with --features linux)".into(),
+    ))
+}
 
 /// The device's outputs and inputs other than frames.
 pub struct Outputs {
@@ -126,6 +188,16 @@ impl Outputs {
                 None
             }
         }
+    }
+
+    /// Shows `fault` on the panel and sends it as an `ERROR` event.
+    pub(super) fn show_fault(&mut self, fault: Fault, message: String) {
+        self.status.phase = Phase::Fault(fault);
+        self.send(&Event::Error {
+            code: fault,
+            message,
+        });
+        self.refresh();
     }
 
     /// Draws the status on the panel (cheap when unchanged).

@@ -59,6 +59,13 @@ pub struct Processed {
     pub outcome: Outcome,
 }
 
+impl Processed {
+    /// The tile index, when frames are tiled.
+    pub fn tile_index(&self) -> Option<u32> {
+        self.tile.as_ref().map(|(i, _)| *i)
+    }
+}
+
 /// Reusable per-frame state for one model.
 pub struct FramePipeline {
     gate: QualityGate,

@@ -1,11 +1,35 @@
-//! Start-up self-tests that need more than opening something.
+//! Start-up self-tests that need more than opening something, and how every self-test result
+//! is reported.
 
 use std::path::Path;
 
+use hardware::Event;
+use tracing::{error, info};
+
+use super::Outputs;
 use crate::config::ModelConfig;
 use leukoscope_model::bench::sample_jpeg;
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::preprocess::{decode_image, decode_image_bytes, image_to_input};
+
+/// Logs a self-test's result and sends it as a `SELFTEST` event: `Ok` passed, `Err` failed,
+/// each with its detail.
+pub(super) fn report(outputs: &mut Outputs, check: &str, result: &Result<String, String>) {
+    let (ok, detail) = match result {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    if ok {
+        info!(check, "self-test passed: {detail}");
+    } else {
+        error!(check, "self-test failed: {detail}");
+    }
+    outputs.send(&Event::SelfTest {
+        check: check.to_string(),
+        ok,
+        detail: detail.clone(),
+    });
+}
 
 /// The model on a known input: probabilities are finite, within 0..1, sum to 1, and the same
 /// twice; with `selftest_image` configured, that image must get `selftest_label`.

@@ -1,0 +1,227 @@
+//! One frame on the device: gate → classify ([`super::pipeline`]) → committed to the database
+//! (with the picture of a flagged result kept) → only then shown on the panel and sent.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::Utc;
+use hardware::{Event, Fault, LastFrame, Phase};
+use tracing::warn;
+
+use super::session::panel_verdict;
+use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
+use crate::decision::FrameKind;
+use crate::source::{Frame, FrameData};
+use crate::store::{self, FrameRecord};
+
+impl Device {
+    /// Classifies, records and announces one frame (or each of its tiles), opening a session
+    /// first when `auto_start` allows.
+    pub(super) fn on_frame(&mut self, frame: &Frame) {
+        self.summary.frames += 1;
+        self.check_disk();
+        if self.classifying_stopped() {
+            return;
+        }
+        if self.session.is_none() {
+            if !self.config.slide.auto_start {
+                warn!(
+                    "{}: no slide session (send START or press the button)",
+                    frame.origin
+                );
+                return;
+            }
+            if self.open_session(None).is_none() {
+                return;
+            }
+        }
+        let processed = match self.pipeline.process(&self.model.classifier, frame) {
+            Ok(p) => p,
+            Err(FrameError::Decode { origin, reason }) => {
+                self.skipped(&origin, &reason);
+                return;
+            }
+            Err(FrameError::Model(e)) => {
+                self.set_fault(Fault::Internal, e.to_string());
+                return;
+            }
+        };
+        let session = self.session.as_mut().expect("opened above");
+        session.seq += 1;
+        session.last_frame = Instant::now();
+        let seq = session.seq;
+        for part in &processed {
+            if !self.record_and_announce(frame, seq, part) {
+                return;
+            }
+        }
+    }
+
+    /// A frame that could not be decoded: counted and logged.
+    pub(super) fn skipped(&mut self, origin: &str, reason: &str) {
+        self.summary.undecodable += 1;
+        warn!("skipped {origin}: {reason}");
+    }
+
+    /// Records one result (a frame, or a tile of it) and, once committed, shows and sends it.
+    /// False when the database refused it (classifying has stopped).
+    fn record_and_announce(&mut self, frame: &Frame, seq: u64, processed: &Processed) -> bool {
+        let session_id = self
+            .session
+            .as_ref()
+            .expect("a frame belongs to a session")
+            .id;
+        let time = Utc::now();
+        let (decision, label, confidence, probabilities, retake, flagged) = match &processed.outcome
+        {
+            Outcome::Retake(reason) => (
+                store::FrameDecision::Retake,
+                None,
+                None,
+                Vec::new(),
+                Some(reason.as_str().to_string()),
+                false,
+            ),
+            Outcome::Classified {
+                probabilities,
+                decision,
+            } => (
+                if decision.kind == FrameKind::Uncertain {
+                    store::FrameDecision::Uncertain
+                } else {
+                    store::FrameDecision::Label
+                },
+                Some(decision.label.clone()),
+                Some(decision.confidence),
+                probabilities.clone(),
+                None,
+                decision.kind != FrameKind::Normal,
+            ),
+        };
+        let kept_image = if flagged {
+            self.keep_flagged(frame, session_id, seq, processed.tile.as_ref())
+        } else {
+            None
+        };
+        let record = FrameRecord {
+            session: session_id,
+            seq,
+            time,
+            origin: frame.origin.clone(),
+            sha256: processed.sha256.clone(),
+            width: processed.width,
+            height: processed.height,
+            quality: Some(processed.quality.into()),
+            decision,
+            retake_reason: retake,
+            label,
+            confidence,
+            probabilities,
+            model_sha256: self.model.sha256.clone(),
+            software_version: SOFTWARE_VERSION.into(),
+            kept_image,
+            tile: processed.tile_index(),
+        };
+        // Committed before anything is shown or sent.
+        if let Err(e) = self.store.record_frame(&record) {
+            self.store_failed(e);
+            return false;
+        }
+        self.summary.recorded += 1;
+        self.announce(seq, processed, time);
+        true
+    }
+
+    /// Keeps the picture of a flagged result: the frame as received, or the tile's pixels.
+    fn keep_flagged(
+        &mut self,
+        frame: &Frame,
+        session: i64,
+        seq: u64,
+        tile: Option<&(u32, image::RgbImage)>,
+    ) -> Option<PathBuf> {
+        let flagged = self.flagged.as_mut()?;
+        let kept = match (tile, &frame.data) {
+            (Some((i, pixels)), _) => {
+                flagged.keep_rgb(&mut self.store, session, seq, Some(*i), pixels)
+            }
+            (None, FrameData::Encoded(bytes)) => {
+                flagged.keep_encoded(&mut self.store, session, seq, None, bytes)
+            }
+            (None, FrameData::Rgb(image)) => {
+                flagged.keep_rgb(&mut self.store, session, seq, None, image)
+            }
+        };
+        match kept {
+            Ok(path) => path,
+            Err(e) => {
+                warn!("flagged frame not kept: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shows and sends a recorded frame's result.
+    fn announce(&mut self, seq: u64, processed: &Processed, time: chrono::DateTime<Utc>) {
+        let session = self.session.as_mut().expect("a frame belongs to a session");
+        let stamp = hardware::serial::protocol::Timestamp(
+            u64::try_from(time.timestamp_millis()).unwrap_or(0),
+        );
+        let (event, last) = match &processed.outcome {
+            Outcome::Retake(reason) => {
+                session.tally.add_retake();
+                let reason = panel_retake(*reason);
+                (
+                    Event::Retake {
+                        frame: seq,
+                        reason,
+                        time: stamp,
+                        tile: processed.tile_index(),
+                    },
+                    LastFrame::Retake(reason),
+                )
+            }
+            Outcome::Classified { decision, .. } => {
+                session.tally.add(decision);
+                (
+                    Event::Result {
+                        frame: seq,
+                        slide: Some(session.slide.clone()),
+                        label: decision.label.clone(),
+                        confidence: decision.confidence,
+                        decision: match decision.kind {
+                            FrameKind::Normal => hardware::serial::protocol::Decision::Normal,
+                            FrameKind::Blast => hardware::serial::protocol::Decision::Blast,
+                            FrameKind::Uncertain => hardware::serial::protocol::Decision::Uncertain,
+                        },
+                        time: stamp,
+                        tile: processed.tile_index(),
+                    },
+                    LastFrame::Classified {
+                        label: decision.label.clone(),
+                        confidence: decision.confidence,
+                    },
+                )
+            }
+        };
+        let outcome = session
+            .tally
+            .outcome(&self.config.slide.rule, &self.config.decision);
+        self.outputs.status.frames = session.tally.frames;
+        self.outputs.status.slide = Some(session.slide.clone());
+        self.outputs.status.last = Some(last);
+        self.outputs.status.verdict = Some(panel_verdict(outcome.verdict));
+        self.outputs.status.phase = Phase::Screening;
+        self.outputs.send(&event);
+        self.outputs.refresh();
+    }
+}
+
+/// The quality gate's retake reason as the panel and the serial line show it.
+fn panel_retake(r: crate::quality::RetakeReason) -> hardware::RetakeReason {
+    match r {
+        crate::quality::RetakeReason::Focus => hardware::RetakeReason::Focus,
+        crate::quality::RetakeReason::Exposure => hardware::RetakeReason::Exposure,
+        crate::quality::RetakeReason::Empty => hardware::RetakeReason::Empty,
+    }
+}

@@ -1,0 +1,122 @@
+//! Starting the device: the model loaded and self-tested, the database opened, the disk
+//! checked, the flagged-pictures folder swept; a refusal is shown as a fault on every output.
+
+use std::time::Instant;
+
+use hardware::DeviceStatus;
+use tracing::{info, warn};
+
+use super::model::{LoadedModel, load_model};
+use super::{Device, FramePipeline, Outputs, RunError, RunSummary, selftest};
+use crate::config::RunConfig;
+use crate::flagged::{CapPolicy, FlaggedImages};
+use crate::store::Store;
+
+impl Device {
+    /// Starts the device: integrity, model choice, self-test, database. Each self-test result
+    /// is logged and sent as a `SELFTEST` event; a failure also shows as a fault on the panel.
+    pub fn start(config: RunConfig, mut outputs: Outputs) -> Result<Device, RunError> {
+        outputs.refresh();
+        let started = Instant::now();
+        let result = Self::start_inner(&config, &mut outputs);
+        match result {
+            Ok((model, store, flagged)) => {
+                let pipeline = FramePipeline::new(
+                    &model.classifier,
+                    config.quality.clone(),
+                    config.decision.clone(),
+                    config.source.tile,
+                );
+                outputs.status = DeviceStatus::idle();
+                outputs.refresh();
+                Ok(Device {
+                    config,
+                    model,
+                    pipeline,
+                    store,
+                    flagged,
+                    outputs,
+                    session: None,
+                    fault: None,
+                    started,
+                    summary: RunSummary {
+                        frames: 0,
+                        recorded: 0,
+                        undecodable: 0,
+                        sessions: 0,
+                        fault: None,
+                    },
+                    last_disk_check: None,
+                })
+            }
+            Err(e) => {
+                outputs.show_fault(e.fault(), e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The start-up checks in order: model, database, disk; then the flagged-pictures folder.
+    fn start_inner(
+        config: &RunConfig,
+        outputs: &mut Outputs,
+    ) -> Result<(LoadedModel, Store, Option<FlaggedImages>), RunError> {
+        let model = load_model(config)
+            .map_err(|e| match e {
+                RunError::ModelRefused(m) => m,
+                other => other.to_string(),
+            })
+            .and_then(|model| {
+                selftest::model_check(&model.classifier, &config.model).map(|d| (model, d))
+            });
+        selftest::report(
+            outputs,
+            "model",
+            &model.as_ref().map(|(_, d)| d.clone()).map_err(Clone::clone),
+        );
+        let (model, _) = model.map_err(RunError::ModelRefused)?;
+        let store = Store::open(&config.store.db);
+        let detail = match &store {
+            Ok(_) => Ok(format!("{} writable", config.store.db.display())),
+            Err(e) => Err(e.to_string()),
+        };
+        selftest::report(outputs, "database", &detail);
+        let store = store?;
+        let disk = selftest::disk_check(&config.store.db, config.store.min_free_mib);
+        selftest::report(outputs, "disk", &disk);
+        disk.map_err(RunError::SelfTest)?;
+        if !store.recovered_sessions().is_empty() {
+            warn!(
+                sessions = ?store.recovered_sessions(),
+                "sessions left open by an earlier run are marked interrupted; their frames are kept"
+            );
+        }
+        let flagged = match &config.store.flagged_dir {
+            Some(dir) => Some(open_flagged(dir, config, &store)?),
+            None => None,
+        };
+        Ok((model, store, flagged))
+    }
+}
+
+/// Opens the flagged-pictures folder and removes the pictures no stored frame refers to.
+fn open_flagged(
+    dir: &std::path::Path,
+    config: &RunConfig,
+    store: &Store,
+) -> Result<FlaggedImages, RunError> {
+    let mut flagged = FlaggedImages::open(
+        dir,
+        config.store.flagged_cap_mib << 20,
+        CapPolicy::EvictOldest,
+    )
+    .map_err(|e| RunError::SelfTest(e.to_string()))?;
+    match flagged.sweep_orphans(store) {
+        Ok(0) => {}
+        Ok(n) => info!(
+            "removed {n} kept pictures no frame refers to (a crash between the file and its row)"
+        ),
+        Err(e) => warn!("flagged pictures: {e}"),
+    }
+    Ok(flagged)
+}

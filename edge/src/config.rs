@@ -62,7 +62,7 @@ pub struct RunConfig {
     /// Format of the event lines on stdout (`text` or `json`); default: the serial line's
     /// format, else text.
     #[serde(rename = "events")]
-    pub events_format: Option<hardware::Format>,
+    pub events_format: Option<hardware::LineFormat>,
 }
 
 /// `[model]`

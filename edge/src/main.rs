@@ -594,9 +594,9 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if let Some(f) = &a.serial_format {
         let format = if f == "json" {
-            hardware::Format::Json
+            hardware::LineFormat::Json
         } else {
-            hardware::Format::Text
+            hardware::LineFormat::Text
         };
         match &mut c.serial {
             Some(s) => s.format = format,

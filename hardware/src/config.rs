@@ -213,7 +213,7 @@ pub enum OpenError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serial::Format;
+    use crate::serial::LineFormat;
 
     #[test]
     fn the_documented_example_parses() {
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(button.line, 24);
         assert_eq!(button.button(), ButtonConfig::default());
         let serial = config.serial.unwrap();
-        assert_eq!((serial.baud, serial.format), (115_200, Format::Text));
+        assert_eq!((serial.baud, serial.format), (115_200, LineFormat::Text));
     }
 
     #[test]

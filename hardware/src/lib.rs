@@ -58,5 +58,5 @@ pub use display::{
 pub use lights::{Led, LedMode, LightState, LightsError, NoLed, StatusLights};
 pub use open::open_panel;
 pub use panel::{ConsolePanel, HardwarePanel, NonePanel, Panel, PanelError};
-pub use serial::{Command, CommandError, Event, Format, SerialConfig, SerialError, SerialLine};
+pub use serial::{Command, CommandError, Event, LineFormat, SerialConfig, SerialError, SerialLine};
 pub use status::{DeviceStatus, Fault, LastFrame, Phase, RetakeReason, Verdict};

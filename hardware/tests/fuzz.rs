@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 
 use hardware::serial::{Line, LineAssembler, MAX_LINE, MAX_SLIDE_ID, parse_command};
-use hardware::{Command, Event, Format, SerialLine};
+use hardware::{Command, Event, LineFormat, SerialLine};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -116,8 +116,8 @@ fn parse_command_never_panics_and_accepts_only_valid_input() {
                 }
             }
             Err(e) => {
-                assert_printable_line(&Event::Err(e.clone()).to_line(Format::Text));
-                assert!(Event::Err(e).to_line(Format::Json).len() <= 200);
+                assert_printable_line(&Event::Err(e.clone()).to_line(LineFormat::Text));
+                assert!(Event::Err(e).to_line(LineFormat::Json).len() <= 200);
             }
         }
     }
@@ -191,9 +191,9 @@ fn serial_line_answers_random_input_with_bounded_lines() {
     let mut rng = StdRng::seed_from_u64(42);
     for case in 0..CASES / 10 {
         let format = if case % 2 == 0 {
-            Format::Text
+            LineFormat::Text
         } else {
-            Format::Json
+            LineFormat::Json
         };
         let input = random_bytes(&mut rng, 2000);
         let step = rng.random_range(1..300);
@@ -214,7 +214,7 @@ fn serial_line_answers_random_input_with_bounded_lines() {
         let output = String::from_utf8(port.output).unwrap();
         for reply in output.split_terminator("\r\n") {
             assert!(reply.len() <= 200, "{reply}");
-            if format == Format::Text {
+            if format == LineFormat::Text {
                 assert_printable_line(reply);
                 assert!(reply.starts_with("ERR code="), "{reply}");
             } else {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use hardware::serial::{Decision, SlideId, Timestamp};
-use hardware::{Command, Event, Format, Phase, SerialLine};
+use hardware::{Command, Event, LineFormat, Phase, SerialLine};
 use serialport::{SerialPort, TTYPort};
 
 /// What a device program does with each command (the parts these tests need).
@@ -57,7 +57,7 @@ fn answer(line: &mut SerialLine<TTYPort>, command: Command, slide: &mut Option<S
 
 /// Types `input` on the technician's end, runs the device loop until `expected_lines` lines
 /// came back (or 5 s passed) and returns them.
-fn converse(format: Format, input: &[u8], expected_lines: usize) -> Vec<String> {
+fn converse(format: LineFormat, input: &[u8], expected_lines: usize) -> Vec<String> {
     let (mut technician, mut device_port) = TTYPort::pair().expect("pseudo-terminal pair");
     device_port.set_timeout(Duration::from_millis(10)).unwrap();
     technician.set_timeout(Duration::from_millis(10)).unwrap();
@@ -96,7 +96,7 @@ fn converse(format: Format, input: &[u8], expected_lines: usize) -> Vec<String> 
 #[test]
 fn a_technician_session() {
     let input = b"ping\r\nStart S-0012\r\nlast 2\r\nrm -rf /\r\nSTART ../etc\nstatus\r\n\r\nstop\r";
-    let lines = converse(Format::Text, input, 12);
+    let lines = converse(LineFormat::Text, input, 12);
     let t = "time=1970-01-01T00:00:00.000Z";
     let result = |n| {
         format!(
@@ -124,7 +124,7 @@ fn a_technician_session() {
 fn overlong_and_binary_input_get_err_and_the_line_keeps_working() {
     let mut input = vec![b'A'; 1000];
     input.extend_from_slice(b"\r\n\x00\xff\xfe\x1b[A\r\nhelp\n");
-    let lines = converse(Format::Json, &input, 3);
+    let lines = converse(LineFormat::Json, &input, 3);
     assert_eq!(
         lines,
         vec![
@@ -139,14 +139,14 @@ fn overlong_and_binary_input_get_err_and_the_line_keeps_working() {
 fn start_without_id_and_an_idle_line_does_not_block() {
     let (_technician, mut device_port) = TTYPort::pair().unwrap();
     device_port.set_timeout(Duration::from_millis(20)).unwrap();
-    let mut device = SerialLine::new(device_port, Format::Text);
+    let mut device = SerialLine::new(device_port, LineFormat::Text);
     let started = Instant::now();
     for _ in 0..5 {
         assert!(device.poll().unwrap().is_none());
     }
     assert!(started.elapsed() < Duration::from_secs(2));
 
-    let lines = converse(Format::Text, b"START\n", 4);
+    let lines = converse(LineFormat::Text, b"START\n", 4);
     assert_eq!(lines[0], "OK command=START detail=AUTO-1");
     assert!(SlideId::new("AUTO-1").is_ok());
 }

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use hardware::{
-    ButtonEvent, Command, ConsolePanel, DeviceStatus, Event, Fault, Format, Panel, PanelKind,
+    ButtonEvent, Command, ConsolePanel, DeviceStatus, Event, Fault, LineFormat, Panel, PanelKind,
     Phase, SerialLine,
 };
 use tracing::{error, warn};
@@ -53,7 +53,7 @@ pub fn open_outputs(
         .as_ref()
         .map(|s| s.format)
         .or(config.events_format)
-        .unwrap_or(Format::Text);
+        .unwrap_or(LineFormat::Text);
     Ok(Outputs::new(
         serial,
         panel,
@@ -83,7 +83,7 @@ pub struct Outputs {
     serial: Option<SerialLine<Port>>,
     panel: Box<dyn Panel>,
     button: Option<ButtonPoll>,
-    events: Option<(Box<dyn Write>, Format)>,
+    events: Option<(Box<dyn Write>, LineFormat)>,
     /// What the panel shows; the run loop edits it, [`Outputs::refresh`] draws it.
     pub status: DeviceStatus,
     clock: Instant,
@@ -96,7 +96,7 @@ impl Outputs {
         serial: Option<SerialLine<Port>>,
         panel: Box<dyn Panel>,
         button: Option<ButtonPoll>,
-        events: Option<(Box<dyn Write>, Format)>,
+        events: Option<(Box<dyn Write>, LineFormat)>,
     ) -> Self {
         Outputs {
             serial,

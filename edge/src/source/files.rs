@@ -1,5 +1,5 @@
 //! `PATH...`: image files, and folders walked recursively like `edge classify` does
-//! ([`crate::classify::expand_paths`]: image extensions only, sorted). Each file becomes one frame
+//! ([`leukoscope_model::images::expand_paths`]: image extensions only, sorted). Each file becomes one frame
 //! with its bytes as they are on disk; then the source ends. A file that is missing, unreadable,
 //! too large or not a JPEG/PNG is a `Skipped` event naming the file and the problem.
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::protocol::{Command, CommandError, Event, Format, MAX_LAST, MAX_LINE, parse_command};
+use super::protocol::{
+    Command, CommandError, Event, LineFormat, MAX_LAST, MAX_LINE, parse_command,
+};
 
 /// What [`LineAssembler::push`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,7 @@ pub struct SerialConfig {
     pub baud: u32,
     /// `text` (default) or `json`.
     #[serde(default)]
-    pub format: Format,
+    pub format: LineFormat,
     /// How long one [`SerialLine::poll`] waits for input, in ms (default 20).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -123,7 +125,7 @@ pub enum SerialError {
 /// `RESULT`/`RETAKE` events it sent for `LAST`.
 pub struct SerialLine<P> {
     port: P,
-    format: Format,
+    format: LineFormat,
     lines: LineAssembler,
     // Lines from the last read not yet handed out (at most one read's worth).
     pending: VecDeque<Line>,
@@ -143,7 +145,7 @@ impl SerialLine<Box<dyn serialport::SerialPort>> {
 impl<P: Read + Write> SerialLine<P> {
     /// Wraps an open port (or any reader/writer). Give it a short read timeout: `poll` waits
     /// for at most that long.
-    pub fn new(port: P, format: Format) -> Self {
+    pub fn new(port: P, format: LineFormat) -> Self {
         SerialLine {
             port,
             format,
@@ -154,12 +156,12 @@ impl<P: Read + Write> SerialLine<P> {
     }
 
     /// The event format.
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> LineFormat {
         self.format
     }
 
     /// Switches the event format.
-    pub fn set_format(&mut self, format: Format) {
+    pub fn set_format(&mut self, format: LineFormat) {
         self.format = format;
     }
 
@@ -319,7 +321,7 @@ mod tests {
                 input: chunks.iter().map(|c| c.to_vec()).collect(),
                 output: Vec::new(),
             },
-            Format::Text,
+            LineFormat::Text,
         )
     }
 
@@ -378,8 +380,8 @@ mod tests {
              OK command=LAST detail=2\r\n"
         );
         let mut line = fake(&[]);
-        line.set_format(Format::Json);
-        assert_eq!(line.format(), Format::Json);
+        line.set_format(LineFormat::Json);
+        assert_eq!(line.format(), LineFormat::Json);
         line.send(&Event::Result {
             frame: 1,
             slide: None,
@@ -401,7 +403,7 @@ mod tests {
     fn serial_config_defaults() {
         let c: SerialConfig = serde_json::from_str(r#"{"path": "/dev/ttyGS0"}"#).unwrap();
         assert_eq!(c.baud, 115_200);
-        assert_eq!(c.format, Format::Text);
+        assert_eq!(c.format, LineFormat::Text);
         assert_eq!(c.timeout_ms, 20);
         assert!(
             serde_json::from_str::<SerialConfig>(r#"{"path": "x", "baud_rate": 9600}"#).is_err()
@@ -413,7 +415,7 @@ mod tests {
         let config = SerialConfig {
             path: "/dev/leukoscope-no-such-tty".into(),
             baud: 115_200,
-            format: Format::Text,
+            format: LineFormat::Text,
             timeout_ms: 10,
         };
         assert!(matches!(

@@ -5,6 +5,6 @@ pub mod protocol;
 
 pub use line::{Line, LineAssembler, SerialConfig, SerialError, SerialLine};
 pub use protocol::{
-    Command, CommandError, Decision, Event, Format, MAX_LAST, MAX_LINE, MAX_SLIDE_ID, SlideId,
+    Command, CommandError, Decision, Event, LineFormat, MAX_LAST, MAX_LINE, MAX_SLIDE_ID, SlideId,
     SlideSummary, Timestamp, parse_command,
 };

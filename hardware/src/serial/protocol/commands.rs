@@ -204,7 +204,7 @@ fn parse_count(s: &str) -> Result<u16, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serial::protocol::{Event, Format};
+    use crate::serial::protocol::{Event, LineFormat};
 
     #[test]
     fn commands_parse_case_insensitively() {
@@ -293,7 +293,7 @@ mod tests {
         let codes: std::collections::HashSet<_> = errors.iter().map(|e| e.code()).collect();
         assert_eq!(codes.len(), errors.len());
         for e in errors {
-            assert!(Event::Err(e).to_line(Format::Text).len() < 200);
+            assert!(Event::Err(e).to_line(LineFormat::Text).len() < 200);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Writing an [`Event`] as one line, without the line end: [`Format::Text`] (`EVENT
-//! key=value …`, with the quoting rules of the module docs) or [`Format::Json`] (one JSON
+//! Writing an [`Event`] as one line, without the line end: [`LineFormat::Text`] (`EVENT
+//! key=value …`, with the quoting rules of the module docs) or [`LineFormat::Json`] (one JSON
 //! object). Both write the same fields in the same order; numbers and booleans are written
 //! the same way in both, only strings and absent values differ.
 
@@ -12,7 +12,7 @@ use super::events::{Event, Value};
 /// Which way events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum LineFormat {
     /// `EVENT key=value …`
     #[default]
     Text,
@@ -20,13 +20,13 @@ pub enum Format {
     Json,
 }
 
-impl std::str::FromStr for Format {
+impl std::str::FromStr for LineFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
+            "text" => Ok(LineFormat::Text),
+            "json" => Ok(LineFormat::Json),
             _ => Err(format!("unknown serial format {s:?} (text or json)")),
         }
     }
@@ -34,11 +34,11 @@ impl std::str::FromStr for Format {
 
 impl Event {
     /// The event as one line in `format`, without the line end.
-    pub fn to_line(&self, format: Format) -> String {
+    pub fn to_line(&self, format: LineFormat) -> String {
         let fields = self.fields();
         let mut line = String::new();
         match format {
-            Format::Text => {
+            LineFormat::Text => {
                 line.push_str(self.name());
                 for (key, value) in &fields {
                     line.push(' ');
@@ -47,7 +47,7 @@ impl Event {
                     write_value(&mut line, value, format);
                 }
             }
-            Format::Json => {
+            LineFormat::Json => {
                 line.push_str("{\"event\":");
                 line.push_str(&json_string(self.name()));
                 for (key, value) in &fields {
@@ -73,9 +73,9 @@ fn is_bare(c: char) -> bool {
 
 /// Writes one value: numbers and booleans alike in both formats; a string as a JSON string
 /// or bare / quoted text; absent (and a non-finite number) as `null` or `-`.
-fn write_value(out: &mut String, value: &Value, format: Format) {
+fn write_value(out: &mut String, value: &Value, format: LineFormat) {
     match value {
-        Value::Str(s) if format == Format::Json => out.push_str(&json_string(s)),
+        Value::Str(s) if format == LineFormat::Json => out.push_str(&json_string(s)),
         Value::Str(s) => write_text_string(out, s),
         Value::Int(n) => {
             let _ = write!(out, "{n}");
@@ -85,8 +85,8 @@ fn write_value(out: &mut String, value: &Value, format: Format) {
         }
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Fixed(..) | Value::Absent => out.push_str(match format {
-            Format::Text => "-",
-            Format::Json => "null",
+            LineFormat::Text => "-",
+            LineFormat::Json => "null",
         }),
     }
 }
@@ -294,13 +294,13 @@ mod tests {
             ),
         ];
         for (event, line) in cases {
-            assert_eq!(event.to_line(Format::Text), line);
+            assert_eq!(event.to_line(LineFormat::Text), line);
         }
     }
 
     #[test]
     fn json_lines_carry_the_same_fields() {
-        let line = result().to_line(Format::Json);
+        let line = result().to_line(LineFormat::Json);
         assert_eq!(
             line,
             r#"{"event":"RESULT","frame":37,"slide":"S-0012","label":"lymphocyte","confidence":0.974,"decision":"normal","time":"2025-01-02T03:04:05.678Z"}"#
@@ -322,10 +322,10 @@ mod tests {
             },
         ] {
             let json: serde_json::Value =
-                serde_json::from_str(&event.to_line(Format::Json)).unwrap();
+                serde_json::from_str(&event.to_line(LineFormat::Json)).unwrap();
             let object = json.as_object().unwrap();
             assert_eq!(object["event"], event.name());
-            let (name, fields) = parse_text_line(&event.to_line(Format::Text)).unwrap();
+            let (name, fields) = parse_text_line(&event.to_line(LineFormat::Text)).unwrap();
             assert_eq!(name, event.name());
             assert_eq!(object.len(), fields.len() + 1);
             for (key, value) in fields {
@@ -345,19 +345,19 @@ mod tests {
         if let Event::Result { confidence, .. } = &mut e {
             *confidence = f32::NAN;
         }
-        assert!(e.to_line(Format::Text).contains(" confidence=- "));
-        assert!(e.to_line(Format::Json).contains(r#""confidence":null"#));
+        assert!(e.to_line(LineFormat::Text).contains(" confidence=- "));
+        assert!(e.to_line(LineFormat::Json).contains(r#""confidence":null"#));
     }
 
     #[test]
     fn the_tile_field_is_sent_only_for_tiled_frames() {
         let mut e = result();
-        assert!(!e.to_line(Format::Text).contains("tile"));
+        assert!(!e.to_line(LineFormat::Text).contains("tile"));
         if let Event::Result { tile, .. } = &mut e {
             *tile = Some(2);
         }
-        assert!(e.to_line(Format::Text).ends_with(" tile=2"));
-        assert!(e.to_line(Format::Json).ends_with(r#","tile":2}"#));
+        assert!(e.to_line(LineFormat::Text).ends_with(" tile=2"));
+        assert!(e.to_line(LineFormat::Json).ends_with(r#","tile":2}"#));
     }
 
     #[test]
@@ -385,7 +385,7 @@ mod tests {
                 code: Fault::Internal,
                 message: s.into(),
             };
-            let line = e.to_line(Format::Text);
+            let line = e.to_line(LineFormat::Text);
             assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)), "{line}");
             let (_, fields) = parse_text_line(&line).unwrap();
             assert_eq!(fields[1], ("message".to_string(), Some(s.to_string())));
@@ -394,10 +394,10 @@ mod tests {
 
     #[test]
     fn format_parses_from_config_and_cli() {
-        assert_eq!("JSON".parse::<Format>().unwrap(), Format::Json);
-        assert_eq!("text".parse::<Format>().unwrap(), Format::Text);
-        assert!("xml".parse::<Format>().is_err());
-        let f: Format = serde_json::from_str("\"json\"").unwrap();
-        assert_eq!(f, Format::Json);
+        assert_eq!("JSON".parse::<LineFormat>().unwrap(), LineFormat::Json);
+        assert_eq!("text".parse::<LineFormat>().unwrap(), LineFormat::Text);
+        assert!("xml".parse::<LineFormat>().is_err());
+        let f: LineFormat = serde_json::from_str("\"json\"").unwrap();
+        assert_eq!(f, LineFormat::Json);
     }
 }

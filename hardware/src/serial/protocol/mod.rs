@@ -55,7 +55,7 @@
 //!
 //! * `events`: the messages the device sends ([`Event`], [`SlideSummary`], [`Decision`],
 //!   [`Timestamp`]) and the fields each one carries, in order;
-//! * `encoding`: writing an event as one text or JSON line ([`Format`], [`Event::to_line`]);
+//! * `encoding`: writing an event as one text or JSON line ([`LineFormat`], [`Event::to_line`]);
 //! * `commands`: what the technician may type ([`Command`], [`SlideId`], [`CommandError`],
 //!   [`parse_command`]) and its limits.
 
@@ -66,5 +66,5 @@ mod events;
 pub use commands::{
     Command, CommandError, HELP_TEXT, MAX_LAST, MAX_LINE, MAX_SLIDE_ID, SlideId, parse_command,
 };
-pub use encoding::Format;
+pub use encoding::LineFormat;
 pub use events::{Decision, Event, SlideSummary, Timestamp};

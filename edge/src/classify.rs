@@ -12,9 +12,9 @@ use serde::Serialize;
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::preprocess::{Preprocessor, decode_image};
 
-/// Output format.
+/// `edge classify --format`: how the results are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub enum ClassifyFormat {
     /// Aligned columns for people.
     Table,
     /// One JSON object per line.
@@ -79,15 +79,21 @@ pub fn classify_file(
 }
 
 /// Writes the header (table and CSV formats).
-pub fn write_header(out: &mut dyn Write, format: Format, labels: &[String]) -> std::io::Result<()> {
+pub fn write_header(
+    out: &mut dyn Write,
+    format: ClassifyFormat,
+    labels: &[String],
+) -> std::io::Result<()> {
     match format {
-        Format::Jsonl => Ok(()),
-        Format::Csv => writeln!(
-            out,
-            "path,label,confidence,{},error",
-            labels.iter().map(|l| csv(l)).collect::<Vec<_>>().join(",")
-        ),
-        Format::Table => {
+        ClassifyFormat::Jsonl => Ok(()),
+        ClassifyFormat::Csv => {
+            let header = ["path", "label", "confidence"]
+                .into_iter()
+                .chain(labels.iter().map(String::as_str))
+                .chain(["error"]);
+            write_csv_record(out, header)
+        }
+        ClassifyFormat::Table => {
             let probs: String = labels.iter().map(|l| format!(" {l:>8.8}")).collect();
             writeln!(
                 out,
@@ -98,18 +104,22 @@ pub fn write_header(out: &mut dyn Write, format: Format, labels: &[String]) -> s
     }
 }
 
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// Writes one CSV record: RFC 4180, a field quoted only when it holds a comma, a quote or a
+/// line break (the csv crate's default), `\n` line end.
+fn write_csv_record<I>(out: &mut dyn Write, record: I) -> std::io::Result<()>
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(record)?;
+    csv.flush()
 }
 
 /// Writes one row.
 pub fn write_row(
     out: &mut dyn Write,
-    format: Format,
+    format: ClassifyFormat,
     labels: &[String],
     row: &Row,
 ) -> std::io::Result<()> {
@@ -120,27 +130,26 @@ pub fn write_row(
             .and_then(serde_json::Value::as_f64)
     };
     match format {
-        Format::Jsonl => writeln!(
+        ClassifyFormat::Jsonl => writeln!(
             out,
             "{}",
             serde_json::to_string(row).expect("rows serialize")
         ),
-        Format::Csv => {
-            let probs: Vec<String> = labels
-                .iter()
-                .map(|l| prob(l).map_or(String::new(), |p| format!("{p:.6}")))
-                .collect();
-            writeln!(
-                out,
-                "{},{},{},{},{}",
-                csv(&row.path),
-                row.label.as_deref().map_or(String::new(), csv),
+        ClassifyFormat::Csv => {
+            let mut record = vec![
+                row.path.clone(),
+                row.label.clone().unwrap_or_default(),
                 row.confidence.map_or(String::new(), |c| format!("{c:.6}")),
-                probs.join(","),
-                row.error.as_deref().map_or(String::new(), csv)
-            )
+            ];
+            record.extend(
+                labels
+                    .iter()
+                    .map(|l| prob(l).map_or(String::new(), |p| format!("{p:.6}"))),
+            );
+            record.push(row.error.clone().unwrap_or_default());
+            write_csv_record(out, record)
         }
-        Format::Table => match &row.error {
+        ClassifyFormat::Table => match &row.error {
             Some(e) => writeln!(out, "{:<40} ERROR      {e}", row.path),
             None => {
                 let probs: String = labels

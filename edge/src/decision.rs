@@ -124,7 +124,7 @@ pub fn decide_frame(
     let label = labels[class].clone();
     let kind = if confidence.is_nan() || confidence < config.min_confidence {
         FrameKind::Uncertain
-    } else if is_normal(config, &label) {
+    } else if is_normal(&config.normal_labels, &label) {
         FrameKind::Normal
     } else {
         FrameKind::Blast
@@ -137,11 +137,19 @@ pub fn decide_frame(
     }
 }
 
-fn is_normal(config: &DecisionConfig, label: &str) -> bool {
-    config
-        .normal_labels
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(label))
+/// Whether `label` is a normal cell: one of `normal_labels` (ASCII case-insensitive). Every other
+/// label is a blast subtype.
+pub(crate) fn is_normal(normal_labels: &[String], label: &str) -> bool {
+    normal_labels.iter().any(|n| n.eq_ignore_ascii_case(label))
+}
+
+/// Blast frames / confident frames: 0 when no frame was confident.
+pub(crate) fn blast_fraction(blasts: u32, confident: u32) -> f64 {
+    if confident == 0 {
+        0.0
+    } else {
+        f64::from(blasts) / f64::from(confident)
+    }
 }
 
 /// A slide's verdict.
@@ -256,16 +264,12 @@ impl SlideTally {
     /// The verdict under `rule` for what was counted so far.
     pub fn outcome(&self, rule: &SlideRule, config: &DecisionConfig) -> SlideOutcome {
         let confident = self.confident();
-        let blast_fraction = if confident == 0 {
-            0.0
-        } else {
-            f64::from(self.blasts) / f64::from(confident)
-        };
+        let blast_fraction = blast_fraction(self.blasts, confident);
         let dominant_subtype = self
             .labels
             .iter()
             .zip(&self.counts)
-            .filter(|(label, n)| **n > 0 && !is_normal(config, label))
+            .filter(|(label, n)| **n > 0 && !is_normal(&config.normal_labels, label))
             .fold(None::<(&String, u32)>, |best, (label, &n)| match best {
                 Some((_, m)) if m >= n => best,
                 _ => Some((label, n)),

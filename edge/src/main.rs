@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use edge::classify::{Format, classify_file, write_header, write_row};
+use edge::audit::ExportFormat;
+use edge::classify::{ClassifyFormat, classify_file, write_header, write_row};
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::images::expand_paths;
 use leukoscope_model::onnx::ContractOverrides;
@@ -97,12 +98,6 @@ struct ExportArgs {
     /// Output file (default: stdout).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ExportFormat {
-    Csv,
-    Json,
 }
 
 #[derive(Args)]
@@ -318,8 +313,8 @@ struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = ClassifyFormat::Table)]
+    format: ClassifyFormat,
     /// Image files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -404,22 +399,18 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Export(a) => {
             let store = a.db.open()?;
-            let format = match a.format {
-                ExportFormat::Csv => edge::audit::Format::Csv,
-                ExportFormat::Json => edge::audit::Format::Json,
-            };
             match &a.out {
                 Some(path) => {
                     let file = std::fs::File::create(path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut w = std::io::BufWriter::new(file);
-                    edge::audit::export_session(&store, a.session, format, &mut w)?;
+                    edge::audit::export_session(&store, a.session, a.format, &mut w)?;
                     w.flush()
                         .with_context(|| format!("cannot write {}", path.display()))?;
                 }
                 None => {
                     let mut out = std::io::stdout().lock();
-                    edge::audit::export_session(&store, a.session, format, &mut out)?;
+                    edge::audit::export_session(&store, a.session, a.format, &mut out)?;
                 }
             }
             Ok(0)

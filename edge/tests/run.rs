@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use common::{smear_jpeg, write_model_with};
-use edge::store::{FrameDecision, SessionState, StopReason, Store};
+use edge::store::{SessionState, StopReason, Store, StoredDecision};
 use sha2::{Digest, Sha256};
 
 /// The tiny model: reddish smears are `Benign` (normal), bluish ones `Pro` (blast).
@@ -160,7 +160,7 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         assert_eq!((f.width, f.height), (320, 240));
         assert!(f.quality.is_some());
         match f.decision {
-            FrameDecision::Retake => assert!(f.probabilities.is_empty()),
+            StoredDecision::Retake => assert!(f.probabilities.is_empty()),
             _ => {
                 let sum: f32 = f.probabilities.iter().sum();
                 assert!((sum - 1.0).abs() < 1e-4, "{f:?}");

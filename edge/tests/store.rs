@@ -7,11 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use edge::audit::{self, Format};
+use edge::audit::{self, ExportFormat};
 use edge::flagged::{CapPolicy, FlaggedImages};
 use edge::store::{
-    FrameDecision, FrameRecord, NewSession, Quality, SessionState, SessionSummary, StopReason,
-    Store, StoreError,
+    FrameRecord, NewSession, Quality, SessionState, SessionSummary, StopReason, Store, StoreError,
+    StoredDecision,
 };
 use image::RgbImage;
 use rand::rngs::StdRng;
@@ -40,19 +40,19 @@ fn new_session(slide: &str) -> NewSession {
 /// uncertain, every 4th a blast).
 fn frame(session: i64, seq: u64) -> FrameRecord {
     let (decision, label) = if seq.is_multiple_of(7) {
-        (FrameDecision::Retake, None)
+        (StoredDecision::Retake, None)
     } else if seq.is_multiple_of(5) {
-        (FrameDecision::Uncertain, Some(1))
+        (StoredDecision::Uncertain, Some(1))
     } else if seq.is_multiple_of(4) {
-        (FrameDecision::Label, Some(3))
+        (StoredDecision::Label, Some(3))
     } else {
-        (FrameDecision::Label, Some(0))
+        (StoredDecision::Label, Some(0))
     };
     let probabilities = match label {
         None => vec![],
         Some(i) => {
             let mut p = vec![0.02f32; 4];
-            p[i] = if decision == FrameDecision::Uncertain {
+            p[i] = if decision == StoredDecision::Uncertain {
                 0.6
             } else {
                 0.94
@@ -78,7 +78,7 @@ fn frame(session: i64, seq: u64) -> FrameRecord {
             stained_fraction: 0.05,
         }),
         decision,
-        retake_reason: (decision == FrameDecision::Retake).then(|| "focus".into()),
+        retake_reason: (decision == StoredDecision::Retake).then(|| "focus".into()),
         label: label.map(|i| labels()[i].clone()),
         confidence: label.map(|i| probabilities[i]),
         probabilities,
@@ -468,8 +468,8 @@ fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
     let s = store.begin_session(&new_session("SLIDE,7")).unwrap();
     for seq in 1..=n {
         let mut f = frame(s, seq);
-        let blast = f.decision == FrameDecision::Label && f.label.as_deref() != Some("Benign");
-        if blast || f.decision == FrameDecision::Uncertain {
+        let blast = f.decision == StoredDecision::Label && f.label.as_deref() != Some("Benign");
+        if blast || f.decision == StoredDecision::Uncertain {
             f.kept_image = kept
                 .keep_rgb(&mut store, s, seq, None, &picture(seq, 400, 300))
                 .unwrap();
@@ -477,14 +477,14 @@ fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
         store.record_frame(&f).unwrap();
     }
     let frames = store.frames(s).unwrap();
-    let count = |d: FrameDecision, l: Option<&str>| {
+    let count = |d: StoredDecision, l: Option<&str>| {
         frames
             .iter()
             .filter(|f| f.frame.decision == d && (l.is_none() || f.frame.label.as_deref() == l))
             .count() as u32
     };
-    let benign = count(FrameDecision::Label, Some("Benign"));
-    let pro = count(FrameDecision::Label, Some("Pro"));
+    let benign = count(StoredDecision::Label, Some("Benign"));
+    let pro = count(StoredDecision::Label, Some("Pro"));
     let summary = SessionSummary {
         counts: vec![
             ("Benign".into(), benign),
@@ -492,9 +492,9 @@ fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
             ("Pre".into(), 0),
             ("Pro".into(), pro),
         ],
-        good: benign + pro + count(FrameDecision::Uncertain, None),
-        retakes: count(FrameDecision::Retake, None),
-        uncertain: count(FrameDecision::Uncertain, None),
+        good: benign + pro + count(StoredDecision::Uncertain, None),
+        retakes: count(StoredDecision::Retake, None),
+        uncertain: count(StoredDecision::Uncertain, None),
         blast_fraction: f64::from(pro) / f64::from(benign + pro),
         verdict: "refer".into(),
         dominant_subtype: Some("Pro".into()),
@@ -510,7 +510,7 @@ fn csv_export_has_a_stable_header_and_one_row_per_frame() {
     let dir = tempfile::tempdir().unwrap();
     let (store, s, _) = populated(dir.path(), 30);
     let mut out = Vec::new();
-    audit::export_session(&store, s, Format::Csv, &mut out).unwrap();
+    audit::export_session(&store, s, ExportFormat::Csv, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let mut header: Vec<String> = audit::CSV_COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -531,7 +531,7 @@ fn csv_export_has_a_stable_header_and_one_row_per_frame() {
         for (i, p) in f.frame.probabilities.iter().enumerate() {
             assert_eq!(cells[col("p_Benign") + i].parse::<f32>().unwrap(), *p);
         }
-        if f.frame.decision == FrameDecision::Retake {
+        if f.frame.decision == StoredDecision::Retake {
             assert_eq!(cells[col("p_Pro")], "");
             assert_eq!(cells[col("retake_reason")], "focus");
         }
@@ -561,7 +561,7 @@ fn json_export_holds_the_session_and_its_frames() {
     let dir = tempfile::tempdir().unwrap();
     let (store, s, _) = populated(dir.path(), 12);
     let mut out = Vec::new();
-    audit::export_session(&store, s, Format::Json, &mut out).unwrap();
+    audit::export_session(&store, s, ExportFormat::Json, &mut out).unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(doc["session"]["id"], s);
     assert_eq!(doc["session"]["state"], "closed");
@@ -581,7 +581,8 @@ fn json_export_holds_the_session_and_its_frames() {
         assert!(j["time"].as_str().unwrap().ends_with('Z'));
     }
     // Unknown ids are errors naming the id.
-    let e = audit::export_session(&store, s + 100, Format::Json, &mut Vec::new()).unwrap_err();
+    let e =
+        audit::export_session(&store, s + 100, ExportFormat::Json, &mut Vec::new()).unwrap_err();
     assert!(
         e.to_string().contains(&format!("no session {}", s + 100)),
         "{e}"

@@ -75,7 +75,7 @@ impl Device {
         let (decision, label, confidence, probabilities, retake, flagged) = match &processed.outcome
         {
             Outcome::Retake(reason) => (
-                store::FrameDecision::Retake,
+                store::StoredDecision::Retake,
                 None,
                 None,
                 Vec::new(),
@@ -87,9 +87,9 @@ impl Device {
                 decision,
             } => (
                 if decision.kind == FrameKind::Uncertain {
-                    store::FrameDecision::Uncertain
+                    store::StoredDecision::Uncertain
                 } else {
-                    store::FrameDecision::Label
+                    store::StoredDecision::Label
                 },
                 Some(decision.label.clone()),
                 Some(decision.confidence),

@@ -1,7 +1,7 @@
 //! Unit tests of the store: schema, round trips, states, recovery.
 
 use super::*;
-use chrono::TimeZone;
+use chrono::{DateTime, TimeZone, Utc};
 
 fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(1_750_000_000_000 + ms).unwrap()
@@ -24,9 +24,9 @@ fn new_session(slide: &str) -> NewSession {
     }
 }
 
-fn frame(session: i64, seq: u64, decision: FrameDecision, label: Option<&str>) -> FrameRecord {
+fn frame(session: i64, seq: u64, decision: StoredDecision, label: Option<&str>) -> FrameRecord {
     let probabilities = match decision {
-        FrameDecision::Retake => vec![],
+        StoredDecision::Retake => vec![],
         _ => {
             let mut p = vec![0.01f32; 4];
             let i = labels()
@@ -53,9 +53,9 @@ fn frame(session: i64, seq: u64, decision: FrameDecision, label: Option<&str>) -
             stained_fraction: 0.07,
         }),
         decision,
-        retake_reason: (decision == FrameDecision::Retake).then(|| "focus".into()),
+        retake_reason: (decision == StoredDecision::Retake).then(|| "focus".into()),
         label: label.map(String::from),
-        confidence: (decision != FrameDecision::Retake).then_some(0.97),
+        confidence: (decision != StoredDecision::Retake).then_some(0.97),
         probabilities,
         model_sha256: "ab".repeat(32),
         software_version: "0.1.0".into(),
@@ -106,7 +106,7 @@ fn frames_round_trip_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("a.db")).unwrap();
     let s = store.begin_session(&new_session("S-1")).unwrap();
-    let mut f = frame(s, 3, FrameDecision::Uncertain, Some("Early"));
+    let mut f = frame(s, 3, StoredDecision::Uncertain, Some("Early"));
     f.probabilities = vec![0.1, 0.45, 0.3, 0.15];
     f.confidence = Some(0.45);
     f.kept_image = Some(PathBuf::from("session-000001/000003.jpg"));
@@ -131,7 +131,7 @@ fn times_are_stored_with_milliseconds_in_utc() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("a.db")).unwrap();
     let s = store.begin_session(&new_session("S")).unwrap();
-    let mut f = frame(s, 1, FrameDecision::Retake, None);
+    let mut f = frame(s, 1, StoredDecision::Retake, None);
     f.time = t(1) + chrono::Duration::microseconds(999);
     store.record_frame(&f).unwrap();
     let text: String = store
@@ -148,7 +148,7 @@ fn closing_stores_the_summary_and_closed_sessions_take_no_frames() {
     let mut store = Store::open(&dir.path().join("a.db")).unwrap();
     let s = store.begin_session(&new_session("S")).unwrap();
     store
-        .record_frame(&frame(s, 1, FrameDecision::Label, Some("Benign")))
+        .record_frame(&frame(s, 1, StoredDecision::Label, Some("Benign")))
         .unwrap();
     store
         .close_session_at(s, &summary(), StopReason::Button, t(5000))
@@ -166,7 +166,7 @@ fn closing_stores_the_summary_and_closed_sessions_take_no_frames() {
     assert_eq!(row.rule["min_confidence"], 0.8);
 
     let e = store
-        .record_frame(&frame(s, 2, FrameDecision::Label, Some("Benign")))
+        .record_frame(&frame(s, 2, StoredDecision::Label, Some("Benign")))
         .unwrap_err();
     assert!(
         matches!(e, StoreError::SessionNotOpen { id, state: SessionState::Closed } if id == s),
@@ -187,7 +187,7 @@ fn unknown_sessions_are_clear_errors() {
         store.session(42).unwrap_err(),
         store.frames(42).unwrap_err(),
         store
-            .record_frame(&frame(42, 1, FrameDecision::Retake, None))
+            .record_frame(&frame(42, 1, StoredDecision::Retake, None))
             .unwrap_err(),
         store
             .close_session(42, &summary(), StopReason::Idle)
@@ -206,7 +206,7 @@ fn probabilities_must_match_the_labels() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("a.db")).unwrap();
     let s = store.begin_session(&new_session("S")).unwrap();
-    let mut f = frame(s, 1, FrameDecision::Label, Some("Benign"));
+    let mut f = frame(s, 1, StoredDecision::Label, Some("Benign"));
     f.probabilities.pop();
     let e = store.record_frame(&f).unwrap_err();
     assert!(
@@ -223,7 +223,7 @@ fn last_frames_are_the_newest_in_recording_order() {
     let a = store.begin_session(&new_session("A")).unwrap();
     for seq in 1..=3 {
         store
-            .record_frame(&frame(a, seq, FrameDecision::Retake, None))
+            .record_frame(&frame(a, seq, StoredDecision::Retake, None))
             .unwrap();
     }
     store
@@ -232,7 +232,7 @@ fn last_frames_are_the_newest_in_recording_order() {
     let b = store.begin_session(&new_session("B")).unwrap();
     for seq in 1..=2 {
         store
-            .record_frame(&frame(b, seq, FrameDecision::Label, Some("Pre")))
+            .record_frame(&frame(b, seq, StoredDecision::Label, Some("Pre")))
             .unwrap();
     }
     let last: Vec<(i64, u64)> = store
@@ -255,12 +255,12 @@ fn open_sessions_are_marked_interrupted_with_recounted_frames() {
         let mut store = Store::open(&path).unwrap();
         s = store.begin_session(&new_session("S")).unwrap();
         for (seq, d, l) in [
-            (1, FrameDecision::Label, Some("Benign")),
-            (2, FrameDecision::Label, Some("Pro")),
-            (3, FrameDecision::Label, Some("Benign")),
-            (4, FrameDecision::Uncertain, Some("Early")),
-            (5, FrameDecision::Retake, None),
-            (6, FrameDecision::Label, Some("Pro")),
+            (1, StoredDecision::Label, Some("Benign")),
+            (2, StoredDecision::Label, Some("Pro")),
+            (3, StoredDecision::Label, Some("Benign")),
+            (4, StoredDecision::Uncertain, Some("Early")),
+            (5, StoredDecision::Retake, None),
+            (6, StoredDecision::Label, Some("Pro")),
         ] {
             store.record_frame(&frame(s, seq, d, l)).unwrap();
         }
@@ -300,7 +300,7 @@ fn a_second_writer_is_refused_but_readers_are_welcome() {
     assert!(matches!(e, StoreError::Busy { .. }), "{e}");
     let reader = Store::open_read_only(&path).unwrap();
     writer
-        .record_frame(&frame(s, 1, FrameDecision::Retake, None))
+        .record_frame(&frame(s, 1, StoredDecision::Retake, None))
         .unwrap();
     // The reader sees committed frames and leaves the open session alone.
     assert_eq!(reader.frames(s).unwrap().len(), 1);
@@ -357,7 +357,7 @@ fn text_enums_round_trip() {
     }
     assert!("later".parse::<StopReason>().is_err());
     assert_eq!(
-        "retake".parse::<FrameDecision>().unwrap(),
-        FrameDecision::Retake
+        "retake".parse::<StoredDecision>().unwrap(),
+        StoredDecision::Retake
     );
 }

@@ -1,28 +1,10 @@
-//! Reading the audit database back: `edge sessions`, `edge export`, `edge report`.
+//! `edge report`: the one-page report of one session, written into a folder.
 //!
-//! Everything here reads through a [`Store`] (open it with [`Store::open_read_only`] while
-//! `edge run` may be writing) and changes nothing.
-//!
-//! # CSV export
-//! One row per recorded result (frame, or tile when tiling), in recording order, with a header.
-//! The columns are [`CSV_COLUMNS`] in that order, then one `p_<label>` column per model label in
-//! the session's label order. Columns are only ever added at the end of the fixed block in later
-//! versions. Times are RFC 3339 UTC with milliseconds; an absent or NaN value is an empty field;
-//! `kept_image` is relative to the flagged-images folder.
-//!
-//! # JSON export
-//! `{"session": {…}, "frames": [{…}, …]}`: the session as [`SessionRow`] and its frames as
-//! [`FrameRow`] (field names as in the CSV header; `probabilities` an array in the session's label
-//! order, `quality` an object or `null`).
-//!
-//! # Session report
-//! [`write_session_report`] writes a one-page summary of a session into a folder:
-//! `report.md`, `report.html` (self-contained: the chart and thumbnails are embedded),
+//! [`write_session_report`] writes `report.md`, `report.html` (self-contained: the chart and thumbnails are embedded),
 //! `counts.png` (bar chart of the class counts, uncertain frames and retakes) and
 //! `thumbnails/frame-<id>.jpg` (up to [`MAX_THUMBNAILS`] flagged frames whose picture was kept).
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -31,12 +13,11 @@ use fast_image_resize::{PixelType, ResizeOptions, Resizer};
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
-use thiserror::Error;
 
-use crate::decision::{SCREENING_NOTE, SlideVerdict};
+use super::{AuditError, verdict_line};
+use crate::decision::{SCREENING_NOTE, SlideVerdict, is_normal};
 use crate::store::{
-    FrameDecision, FrameRow, SessionCounts, SessionRow, SessionState, Store, StoreError,
-    format_time,
+    FrameRow, SessionCounts, SessionRow, SessionState, Store, StoredDecision, format_time,
 };
 use leukoscope_model::evaluation_report::ReportError;
 use leukoscope_model::evaluation_report::plot::{self, FONT, MUTED, PALETTE, PlotResult, TEXT};
@@ -47,219 +28,6 @@ pub const MAX_THUMBNAILS: usize = 12;
 const THUMBNAIL_SIZE: u32 = 192;
 /// Pixel size of the counts chart.
 const CHART_SIZE: (u32, u32) = (900, 520);
-
-/// The fixed CSV columns, in order (the `p_<label>` columns follow).
-pub const CSV_COLUMNS: [&str; 23] = [
-    "frame_id",
-    "session_id",
-    "seq",
-    "tile",
-    "time",
-    "origin",
-    "sha256",
-    "width",
-    "height",
-    "focus",
-    "mean",
-    "p999",
-    "clipped_fraction",
-    "stained_fraction",
-    "decision",
-    "retake_reason",
-    "label",
-    "confidence",
-    "model_sha256",
-    "software_version",
-    "kept_image",
-    "image_evicted",
-    "slide_id",
-];
-
-/// Export format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One row per frame, see the module documentation.
-    Csv,
-    /// One document: the session and its frames.
-    Json,
-}
-
-/// An audit command that failed.
-#[derive(Debug, Error)]
-pub enum AuditError {
-    /// The database could not be read (or the session does not exist).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The output could not be written.
-    #[error("cannot write the output: {0}")]
-    Write(#[source] std::io::Error),
-    /// A report file could not be written, or the chart drawn.
-    #[error(transparent)]
-    Report(#[from] ReportError),
-    /// JSON encoding failed.
-    #[error("cannot encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-/// All sessions, oldest first (`edge sessions`).
-pub fn list_sessions(store: &Store) -> Result<Vec<SessionRow>, StoreError> {
-    store.sessions()
-}
-
-/// Writes sessions as an aligned text table: id, slide, started, stopped, frames, state, verdict.
-pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io::Result<()> {
-    let header = [
-        "ID", "SLIDE", "STARTED", "STOPPED", "FRAMES", "STATE", "VERDICT",
-    ];
-    let cells: Vec<[String; 7]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.id.to_string(),
-                r.slide_id.clone().unwrap_or_else(|| "-".into()),
-                short_time(&format_time(&r.started)),
-                r.stopped
-                    .map_or_else(|| "-".into(), |t| short_time(&format_time(&t))),
-                r.frames.to_string(),
-                r.state.to_string(),
-                verdict_line(r),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cols: &[&str]| -> String {
-        let mut s = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
-            if i + 1 == cols.len() {
-                s.push_str(c);
-            } else {
-                let _ = write!(s, "{c:<w$}  ");
-            }
-        }
-        s
-    };
-    writeln!(out, "{}", line(&header))?;
-    for row in &cells {
-        let cols: Vec<&str> = row.iter().map(String::as_str).collect();
-        writeln!(out, "{}", line(&cols))?;
-    }
-    Ok(())
-}
-
-/// `2025-01-31T09:41:07.250Z` → `2025-01-31 09:41:07`.
-fn short_time(t: &str) -> String {
-    t.get(..19).unwrap_or(t).replace('T', " ")
-}
-
-/// The verdict as a person reads it, with what goes with it: the headline for a closed session
-/// (and its dominant subtype), or why there is none.
-pub fn verdict_line(s: &SessionRow) -> String {
-    match s.state {
-        SessionState::Open => "no verdict yet (session open)".into(),
-        SessionState::Interrupted => "no verdict (session interrupted: scan again)".into(),
-        SessionState::Closed => {
-            let stored = s.verdict.clone().unwrap_or_default();
-            let headline = [
-                SlideVerdict::NoBlasts,
-                SlideVerdict::Refer,
-                SlideVerdict::Uncertain,
-                SlideVerdict::Insufficient,
-            ]
-            .into_iter()
-            .find(|v| v.as_str() == stored || v.headline() == stored)
-            .map_or(stored, |v| v.headline().to_string());
-            match &s.dominant_subtype {
-                Some(sub) => format!("{headline} ({sub})"),
-                None => headline,
-            }
-        }
-    }
-}
-
-/// Writes one session's frames as CSV or JSON (see the module documentation).
-/// An unknown session id is [`StoreError::UnknownSession`].
-pub fn export_session(
-    store: &Store,
-    id: i64,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<(), AuditError> {
-    let session = store.session(id)?;
-    let frames = store.frames(id)?;
-    match format {
-        Format::Json => {
-            let doc = serde_json::json!({ "session": session, "frames": frames });
-            serde_json::to_writer_pretty(&mut *out, &doc)?;
-            writeln!(out).map_err(AuditError::Write)?;
-        }
-        Format::Csv => {
-            let mut header: Vec<String> = CSV_COLUMNS.iter().map(|c| c.to_string()).collect();
-            header.extend(session.labels.iter().map(|l| csv(&format!("p_{l}"))));
-            writeln!(out, "{}", header.join(",")).map_err(AuditError::Write)?;
-            for row in &frames {
-                writeln!(out, "{}", csv_row(&session, row)).map_err(AuditError::Write)?;
-            }
-        }
-    }
-    out.flush().map_err(AuditError::Write)
-}
-
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn num(x: Option<f32>) -> String {
-    match x {
-        Some(v) if v.is_finite() => v.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn csv_row(session: &SessionRow, row: &FrameRow) -> String {
-    let f = &row.frame;
-    let q = f.quality;
-    let opt = |s: &Option<String>| s.as_deref().map_or(String::new(), csv);
-    let mut cells = vec![
-        row.id.to_string(),
-        f.session.to_string(),
-        f.seq.to_string(),
-        f.tile.map_or(String::new(), |t| t.to_string()),
-        format_time(&f.time),
-        csv(&f.origin),
-        f.sha256.clone(),
-        f.width.to_string(),
-        f.height.to_string(),
-        num(q.map(|q| q.focus)),
-        num(q.map(|q| q.mean)),
-        num(q.map(|q| q.p999)),
-        num(q.map(|q| q.clipped_fraction)),
-        num(q.map(|q| q.stained_fraction)),
-        f.decision.to_string(),
-        opt(&f.retake_reason),
-        opt(&f.label),
-        num(f.confidence),
-        csv(&f.model_sha256),
-        csv(&f.software_version),
-        f.kept_image
-            .as_ref()
-            .map_or(String::new(), |p| csv(&p.to_string_lossy())),
-        row.image_evicted.map_or(String::new(), |t| format_time(&t)),
-        opt(&session.slide_id),
-    ];
-    for i in 0..session.labels.len() {
-        cells.push(num(f.probabilities.get(i).copied()));
-    }
-    cells.join(",")
-}
 
 /// The files of a session report.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,45 +133,15 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     })
 }
 
-fn is_normal(session: &SessionRow, label: &str) -> bool {
-    session
-        .normal_labels
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(label))
-}
-
 /// Counts from the frames themselves (for a session still open).
 fn count_frames(session: &SessionRow, frames: &[FrameRow]) -> SessionCounts {
-    let mut counts: Vec<(String, u32)> = session.labels.iter().map(|l| (l.clone(), 0)).collect();
-    let (mut confident, mut blasts, mut uncertain, mut retakes) = (0u32, 0u32, 0u32, 0u32);
-    for f in frames {
-        match f.frame.decision {
-            FrameDecision::Retake => retakes += 1,
-            FrameDecision::Uncertain => uncertain += 1,
-            FrameDecision::Label => {
-                confident += 1;
-                let label = f.frame.label.clone().unwrap_or_default();
-                if !is_normal(session, &label) {
-                    blasts += 1;
-                }
-                match counts.iter_mut().find(|(l, _)| *l == label) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((label, 1)),
-                }
-            }
-        }
-    }
-    SessionCounts {
-        counts,
-        good: confident + uncertain,
-        retakes,
-        uncertain,
-        blast_fraction: if confident == 0 {
-            0.0
-        } else {
-            f64::from(blasts) / f64::from(confident)
-        },
-    }
+    SessionCounts::tally(
+        &session.labels,
+        &session.normal_labels,
+        frames
+            .iter()
+            .map(|f| (f.frame.decision, f.frame.label.clone(), 1)),
+    )
 }
 
 fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
@@ -419,7 +157,7 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
     let mut retake_reasons: Vec<(String, u32)> = Vec::new();
     for f in frames
         .iter()
-        .filter(|f| f.frame.decision == FrameDecision::Retake)
+        .filter(|f| f.frame.decision == StoredDecision::Retake)
     {
         let reason = f
             .frame
@@ -484,8 +222,15 @@ fn thumbs(session: &SessionRow, frames: &[FrameRow], flagged_dir: Option<&Path>)
         .filter(|f| f.frame.kept_image.is_some())
         .collect();
     let rank = |f: &FrameRow| match f.frame.decision {
-        FrameDecision::Label if !is_normal(session, f.frame.label.as_deref().unwrap_or("")) => 0,
-        FrameDecision::Uncertain => 1,
+        StoredDecision::Label
+            if !is_normal(
+                &session.normal_labels,
+                f.frame.label.as_deref().unwrap_or(""),
+            ) =>
+        {
+            0
+        }
+        StoredDecision::Uncertain => 1,
         _ => 2,
     };
     kept.sort_by(|a, b| {
@@ -564,7 +309,7 @@ fn chart_bars(session: &SessionRow, c: &SessionCounts) -> Vec<(String, u32, RGBC
         .counts
         .iter()
         .map(|(l, n)| {
-            let color = if is_normal(session, l) {
+            let color = if is_normal(&session.normal_labels, l) {
                 PALETTE[2]
             } else {
                 PALETTE[3]
@@ -832,21 +577,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv("plain"), "plain");
-        assert_eq!(csv("a,b"), "\"a,b\"");
-        assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(num(Some(f32::NAN)), "");
-        assert_eq!(num(Some(0.25)), "0.25");
-        assert_eq!(num(None), "");
-    }
-
-    #[test]
     fn html_text_is_escaped() {
         assert_eq!(esc("<b>&\"x\""), "&lt;b&gt;&amp;&quot;x&quot;");
-        assert_eq!(
-            short_time("2025-01-31T09:41:07.250Z"),
-            "2025-01-31 09:41:07"
-        );
     }
 }

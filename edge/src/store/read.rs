@@ -1,0 +1,93 @@
+//! Reading sessions and frames back, and recounting a session from its frames.
+
+use rusqlite::OptionalExtension;
+
+use super::rows::{FRAME_SELECT, RawFrame, RawSession, SESSION_SELECT};
+use super::{FrameRow, SessionCounts, SessionRow, Store, StoreError, StoredDecision};
+
+impl Store {
+    /// One session.
+    pub fn session(&self, id: i64) -> Result<SessionRow, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{SESSION_SELECT} WHERE s.id = ?1"))
+            .map_err(|e| self.err("read a session", e))?;
+        let raw = st
+            .query_row([id], RawSession::from_row)
+            .optional()
+            .map_err(|e| self.err("read a session", e))?;
+        match raw {
+            Some(raw) => raw.parse(&self.path),
+            None => Err(StoreError::UnknownSession {
+                path: self.path.clone(),
+                id,
+            }),
+        }
+    }
+
+    /// All sessions, oldest first.
+    pub fn sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{SESSION_SELECT} ORDER BY s.id"))
+            .map_err(|e| self.err("list sessions", e))?;
+        let raws: Vec<RawSession> = st
+            .query_map([], RawSession::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("list sessions", e))?;
+        raws.into_iter().map(|r| r.parse(&self.path)).collect()
+    }
+
+    /// A session's frames in recording order. Unknown session → [`StoreError::UnknownSession`].
+    pub fn frames(&self, session: i64) -> Result<Vec<FrameRow>, StoreError> {
+        self.session(session)?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{FRAME_SELECT} WHERE session_id = ?1 ORDER BY id"))
+            .map_err(|e| self.err("read frames", e))?;
+        let raws: Vec<RawFrame> = st
+            .query_map([session], RawFrame::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("read frames", e))?;
+        raws.into_iter().map(|r| r.parse(&self.path)).collect()
+    }
+
+    /// The `n` most recently recorded frames (any session), oldest first (serial `LAST n`).
+    pub fn last_frames(&self, n: usize) -> Result<Vec<FrameRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT * FROM ({FRAME_SELECT} ORDER BY id DESC LIMIT ?1) ORDER BY id"
+            ))
+            .map_err(|e| self.err("read frames", e))?;
+        let raws: Vec<RawFrame> = st
+            .query_map([i64::try_from(n).unwrap_or(i64::MAX)], RawFrame::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("read frames", e))?;
+        raws.into_iter().map(|r| r.parse(&self.path)).collect()
+    }
+
+    /// Counts of a session recomputed from its frames.
+    pub(super) fn recount(&self, s: &SessionRow) -> Result<SessionCounts, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT decision, label, count(*) FROM frames WHERE session_id = ?1
+                 GROUP BY decision, label",
+            )
+            .map_err(|e| self.err("count frames", e))?;
+        let groups: Vec<(String, Option<String>, u32)> = st
+            .query_map([s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("count frames", e))?;
+        Ok(SessionCounts::tally(
+            &s.labels,
+            &s.normal_labels,
+            groups.into_iter().map(|(decision, label, n)| {
+                // The schema allows only the three words (a CHECK constraint).
+                let decision = decision.parse().unwrap_or(StoredDecision::Label);
+                (decision, label, n)
+            }),
+        ))
+    }
+}

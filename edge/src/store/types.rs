@@ -1,0 +1,350 @@
+//! What the store records and gives back: sessions, frames, their summaries and counts, the
+//! enums stored as words, and times as stored (RFC 3339 UTC with milliseconds).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{blast_fraction, is_normal};
+
+/// A session's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Frames are being added.
+    Open,
+    /// Closed with a summary and a verdict.
+    Closed,
+    /// Cut short by a crash or power loss (found open when the database was opened).
+    Interrupted,
+}
+
+/// Why a session was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A `STOP` command (serial line or CLI).
+    Command,
+    /// The button.
+    Button,
+    /// No frame for the configured idle gap.
+    Idle,
+    /// SIGINT/SIGTERM.
+    Shutdown,
+    /// The frame source ended (end of stream, last file).
+    SourceEnd,
+    /// A fault stopped the run (e.g. disk full, camera gone for good).
+    Fault,
+}
+
+/// The decision recorded for a frame (the `decision` column). The run loop's decision for a
+/// classified frame, with its class and kind, is [`crate::decision::FrameDecision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredDecision {
+    /// Classified with enough confidence: `label` is the result.
+    Label,
+    /// Classified below the confidence threshold: `label` is only the top guess.
+    Uncertain,
+    /// Rejected by the quality gate, not classified: see `retake_reason`.
+    Retake,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The word stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(format!("unknown {} {s:?}", stringify!($ty))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(SessionState { Open => "open", Closed => "closed", Interrupted => "interrupted" });
+text_enum!(StopReason {
+    Command => "command",
+    Button => "button",
+    Idle => "idle",
+    Shutdown => "shutdown",
+    SourceEnd => "source_end",
+    Fault => "fault",
+});
+text_enum!(StoredDecision { Label => "label", Uncertain => "uncertain", Retake => "retake" });
+
+/// A new slide session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSession {
+    /// The slide's id, when the technician gave one (`START slide-id`).
+    pub slide_id: Option<String>,
+    /// When it started.
+    #[serde(with = "serde_time")]
+    pub started: DateTime<Utc>,
+    /// SHA-256 of the model file (hex).
+    pub model_sha256: String,
+    /// Model family/variant, free text.
+    pub model_variant: String,
+    /// The model's labels, in output order.
+    pub labels: Vec<String>,
+    /// The labels that are normal cells; every other label is a blast subtype. Used to recompute
+    /// the blast fraction of an interrupted session.
+    pub normal_labels: Vec<String>,
+    /// The program's version.
+    pub software_version: String,
+    /// The decision rule parameters in force (confidence threshold, slide rule…).
+    pub rule: serde_json::Value,
+}
+
+/// A frame's quality figures as stored (see the quality gate for their meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Variance of the Laplacian.
+    pub focus: f32,
+    /// Mean brightness.
+    pub mean: f32,
+    /// 99.9th percentile of brightness.
+    pub p999: f32,
+    /// Share of clipped pixels.
+    pub clipped_fraction: f32,
+    /// Share of stained-nucleus pixels.
+    pub stained_fraction: f32,
+}
+
+impl From<crate::quality::QualityFigures> for Quality {
+    fn from(q: crate::quality::QualityFigures) -> Self {
+        Quality {
+            focus: q.focus,
+            mean: q.mean,
+            p999: q.p999,
+            clipped_fraction: q.clipped_fraction,
+            stained_fraction: q.stained_fraction,
+        }
+    }
+}
+
+/// One result to record: a frame (or one tile of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameRecord {
+    /// The session it belongs to (must be open).
+    pub session: i64,
+    /// The frame's sequence number within the session.
+    pub seq: u64,
+    /// When it was captured or received.
+    #[serde(with = "serde_time")]
+    pub time: DateTime<Utc>,
+    /// Where it came from (`/dev/video0`, `stdin`, a file path).
+    pub origin: String,
+    /// SHA-256 of the frame's bytes (hex).
+    pub sha256: String,
+    /// Decoded width in pixels.
+    pub width: u32,
+    /// Decoded height in pixels.
+    pub height: u32,
+    /// The quality gate's figures, when it ran.
+    pub quality: Option<Quality>,
+    /// The decision.
+    pub decision: StoredDecision,
+    /// Why a retake (`focus`, `exposure`, `empty`).
+    pub retake_reason: Option<String>,
+    /// The top label (the result for [`StoredDecision::Label`], a guess for `Uncertain`).
+    pub label: Option<String>,
+    /// Its probability.
+    pub confidence: Option<f32>,
+    /// All probabilities in the session's label order; empty for a retake.
+    pub probabilities: Vec<f32>,
+    /// SHA-256 of the model that classified it.
+    pub model_sha256: String,
+    /// The program's version.
+    pub software_version: String,
+    /// The kept image, relative to the flagged-images folder (see [`crate::flagged`]).
+    pub kept_image: Option<PathBuf>,
+    /// The tile index, when frames are tiled.
+    pub tile: Option<u32>,
+}
+
+/// A recorded frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameRow {
+    /// Row id (increases with recording order across all sessions).
+    pub id: i64,
+    /// What was recorded. `kept_image` is `None` once the image was evicted.
+    #[serde(flatten)]
+    pub frame: FrameRecord,
+    /// When the kept image was removed to respect the size cap.
+    #[serde(with = "serde_time_opt")]
+    pub image_evicted: Option<DateTime<Utc>>,
+}
+
+/// A session's summary, given when it closes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Confident frames per class.
+    pub counts: Vec<(String, u32)>,
+    /// Frames that passed the quality gate.
+    pub good: u32,
+    /// Frames rejected by the quality gate.
+    pub retakes: u32,
+    /// Good frames below the confidence threshold.
+    pub uncertain: u32,
+    /// Blast frames / confident frames.
+    pub blast_fraction: f64,
+    /// The verdict.
+    pub verdict: String,
+    /// The dominant blast subtype, when blasts were seen.
+    pub dominant_subtype: Option<String>,
+}
+
+/// A session's counts: as given on close, or recomputed from the frames of an interrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    /// Confident frames per class, in label order.
+    pub counts: Vec<(String, u32)>,
+    /// Frames that passed the quality gate.
+    pub good: u32,
+    /// Frames rejected by the quality gate.
+    pub retakes: u32,
+    /// Good frames below the confidence threshold.
+    pub uncertain: u32,
+    /// Blast frames / confident frames (NaN if it was not a number).
+    pub blast_fraction: f64,
+}
+
+impl SessionCounts {
+    /// Counts from a session's recorded frames, given as `(decision, label, frames)` groups (one
+    /// group per frame, or per distinct decision and label). `counts` starts with every one of
+    /// `labels` (at 0); a label outside them is appended where it is first met.
+    pub(crate) fn tally(
+        labels: &[String],
+        normal_labels: &[String],
+        groups: impl IntoIterator<Item = (StoredDecision, Option<String>, u32)>,
+    ) -> SessionCounts {
+        let mut counts: Vec<(String, u32)> = labels.iter().map(|l| (l.clone(), 0)).collect();
+        let (mut confident, mut blasts, mut uncertain, mut retakes) = (0u32, 0u32, 0u32, 0u32);
+        for (decision, label, n) in groups {
+            match decision {
+                StoredDecision::Retake => retakes += n,
+                StoredDecision::Uncertain => uncertain += n,
+                StoredDecision::Label => {
+                    confident += n;
+                    let label = label.unwrap_or_default();
+                    if !is_normal(normal_labels, &label) {
+                        blasts += n;
+                    }
+                    match counts.iter_mut().find(|(l, _)| *l == label) {
+                        Some((_, c)) => *c += n,
+                        None => counts.push((label, n)),
+                    }
+                }
+            }
+        }
+        SessionCounts {
+            counts,
+            good: confident + uncertain,
+            retakes,
+            uncertain,
+            blast_fraction: blast_fraction(blasts, confident),
+        }
+    }
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// Its id.
+    pub id: i64,
+    /// The slide's id, if given.
+    pub slide_id: Option<String>,
+    /// When it started.
+    #[serde(with = "serde_time")]
+    pub started: DateTime<Utc>,
+    /// When it stopped (closed, or last frame of an interrupted session).
+    #[serde(with = "serde_time_opt")]
+    pub stopped: Option<DateTime<Utc>>,
+    /// Its state.
+    pub state: SessionState,
+    /// Why it was closed (none while open or when interrupted).
+    pub stop_reason: Option<StopReason>,
+    /// SHA-256 of the model.
+    pub model_sha256: String,
+    /// Model variant.
+    pub model_variant: String,
+    /// The model's labels.
+    pub labels: Vec<String>,
+    /// The labels that are normal cells.
+    pub normal_labels: Vec<String>,
+    /// The program's version.
+    pub software_version: String,
+    /// The decision rule parameters used.
+    pub rule: serde_json::Value,
+    /// Results recorded (one per frame, or per tile when tiling).
+    pub frames: u64,
+    /// Counts; none while open.
+    pub counts: Option<SessionCounts>,
+    /// The verdict; closed sessions only.
+    pub verdict: Option<String>,
+    /// The dominant blast subtype, when the verdict names one.
+    pub dominant_subtype: Option<String>,
+}
+
+/// Formats a time as stored.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Times in JSON as stored: RFC 3339 UTC with milliseconds.
+mod serde_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_time(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional times in JSON as stored (`null` when absent).
+mod serde_time_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::format_time(t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| super::parse_time(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Parses a time as stored.
+pub(super) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("time {s:?}: {e}"))
+}

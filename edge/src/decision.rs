@@ -19,6 +19,10 @@
 //!
 //! Every verdict is a screening aid, never a diagnosis ([`SCREENING_NOTE`]).
 
+// The frame decision and the slide verdict are the serial line's own words (`decision=`,
+// `verdict=`): one type each from here to the wire, the panel and the database.
+pub use hardware::Verdict;
+pub use hardware::serial::protocol::Decision;
 use serde::{Deserialize, Serialize};
 
 /// The words that go with every verdict, wherever it is shown.
@@ -68,29 +72,6 @@ impl Default for SlideRule {
     }
 }
 
-/// The kind of decision for one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FrameKind {
-    /// A confident normal cell.
-    Normal,
-    /// A confident blast.
-    Blast,
-    /// Below the confidence threshold: shown, stored, never counted.
-    Uncertain,
-}
-
-impl FrameKind {
-    /// `normal`, `blast` or `uncertain`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FrameKind::Normal => "normal",
-            FrameKind::Blast => "blast",
-            FrameKind::Uncertain => "uncertain",
-        }
-    }
-}
-
 /// The decision for one classified frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameDecision {
@@ -101,7 +82,7 @@ pub struct FrameDecision {
     /// Its probability.
     pub confidence: f32,
     /// What the device makes of it.
-    pub kind: FrameKind,
+    pub kind: Decision,
 }
 
 /// Decides one frame from the model's probabilities (in `labels` order).
@@ -123,11 +104,11 @@ pub fn decide_frame(
     let confidence = probabilities[class];
     let label = labels[class].clone();
     let kind = if confidence.is_nan() || confidence < config.min_confidence {
-        FrameKind::Uncertain
+        Decision::Uncertain
     } else if is_normal(&config.normal_labels, &label) {
-        FrameKind::Normal
+        Decision::Normal
     } else {
-        FrameKind::Blast
+        Decision::Blast
     };
     FrameDecision {
         class,
@@ -149,42 +130,6 @@ pub(crate) fn blast_fraction(blasts: u32, confident: u32) -> f64 {
         0.0
     } else {
         f64::from(blasts) / f64::from(confident)
-    }
-}
-
-/// A slide's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlideVerdict {
-    /// Enough good frames, no blasts (above the rule's floor).
-    NoBlasts,
-    /// Blasts seen: refer to a haematologist.
-    Refer,
-    /// Too many uncertain frames to say.
-    Uncertain,
-    /// Too few good frames to say.
-    Insufficient,
-}
-
-impl SlideVerdict {
-    /// `no_blasts`, `refer`, `uncertain` or `insufficient` (the serial `SLIDE` values).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlideVerdict::NoBlasts => "no_blasts",
-            SlideVerdict::Refer => "refer",
-            SlideVerdict::Uncertain => "uncertain",
-            SlideVerdict::Insufficient => "insufficient",
-        }
-    }
-
-    /// The verdict as a person reads it.
-    pub fn headline(self) -> &'static str {
-        match self {
-            SlideVerdict::NoBlasts => "NO BLASTS SEEN",
-            SlideVerdict::Refer => "BLASTS SEEN - REFER",
-            SlideVerdict::Uncertain => "UNCERTAIN",
-            SlideVerdict::Insufficient => "INSUFFICIENT",
-        }
     }
 }
 
@@ -210,7 +155,7 @@ pub struct SlideTally {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlideOutcome {
     /// The verdict.
-    pub verdict: SlideVerdict,
+    pub verdict: Verdict,
     /// Blast frames / confident frames (0 when there are none).
     pub blast_fraction: f64,
     /// The most frequent blast label, when blasts were seen (ties: first in label order).
@@ -247,12 +192,12 @@ impl SlideTally {
         self.frames += 1;
         self.good += 1;
         match decision.kind {
-            FrameKind::Uncertain => self.uncertain += 1,
-            FrameKind::Blast => {
+            Decision::Uncertain => self.uncertain += 1,
+            Decision::Blast => {
                 self.blasts += 1;
                 self.counts[decision.class] += 1;
             }
-            FrameKind::Normal => self.counts[decision.class] += 1,
+            Decision::Normal => self.counts[decision.class] += 1,
         }
     }
 
@@ -281,20 +226,20 @@ impl SlideTally {
             f64::from(self.uncertain) / f64::from(self.good)
         };
         let verdict = if self.good < rule.min_good_frames {
-            SlideVerdict::Insufficient
+            Verdict::Insufficient
         } else if self.blasts >= rule.refer_min_blast_frames
             && blast_fraction >= rule.refer_min_blast_fraction
         {
-            SlideVerdict::Refer
+            Verdict::Refer
         } else if uncertain_fraction > rule.max_uncertain_fraction {
-            SlideVerdict::Uncertain
+            Verdict::Uncertain
         } else {
-            SlideVerdict::NoBlasts
+            Verdict::NoBlasts
         };
         SlideOutcome {
             verdict,
             blast_fraction,
-            dominant_subtype: dominant_subtype.filter(|_| verdict == SlideVerdict::Refer),
+            dominant_subtype: dominant_subtype.filter(|_| verdict == Verdict::Refer),
         }
     }
 }
@@ -316,12 +261,12 @@ mod tests {
         let d = frame([0.1, 0.79, 0.05, 0.06]);
         assert_eq!(
             (d.kind, d.label.as_str(), d.class),
-            (FrameKind::Uncertain, "Early", 1)
+            (Decision::Uncertain, "Early", 1)
         );
-        assert_eq!(frame([0.9, 0.05, 0.03, 0.02]).kind, FrameKind::Normal);
-        assert_eq!(frame([0.0, 0.0, 0.05, 0.95]).kind, FrameKind::Blast);
+        assert_eq!(frame([0.9, 0.05, 0.03, 0.02]).kind, Decision::Normal);
+        assert_eq!(frame([0.0, 0.0, 0.05, 0.95]).kind, Decision::Blast);
         // NaN probabilities never pass as confident.
-        assert_eq!(frame([f32::NAN; 4]).kind, FrameKind::Uncertain);
+        assert_eq!(frame([f32::NAN; 4]).kind, Decision::Uncertain);
     }
 
     #[test]
@@ -331,7 +276,7 @@ mod tests {
             ..DecisionConfig::default()
         };
         let d = decide_frame(&cfg, &labels(), &[0.95, 0.05, 0.0, 0.0]);
-        assert_eq!(d.kind, FrameKind::Normal);
+        assert_eq!(d.kind, Decision::Normal);
     }
 
     fn tally(normal: u32, blasts: &[(usize, u32)], uncertain: u32, retakes: u32) -> SlideTally {
@@ -364,7 +309,7 @@ mod tests {
     fn too_few_good_frames_is_insufficient_even_with_blasts() {
         let t = tally(3, &[(3, 5)], 0, 40);
         assert_eq!((t.frames, t.good, t.retakes), (48, 8, 40));
-        assert_eq!(verdict(&t).verdict, SlideVerdict::Insufficient);
+        assert_eq!(verdict(&t).verdict, Verdict::Insufficient);
         assert_eq!(verdict(&t).dominant_subtype, None);
     }
 
@@ -372,7 +317,7 @@ mod tests {
     fn blasts_above_both_floors_refer_with_the_dominant_subtype() {
         let t = tally(30, &[(1, 1), (3, 2)], 0, 0);
         let o = verdict(&t);
-        assert_eq!(o.verdict, SlideVerdict::Refer);
+        assert_eq!(o.verdict, Verdict::Refer);
         assert_eq!(o.dominant_subtype.as_deref(), Some("Pro"));
         assert!((o.blast_fraction - 3.0 / 33.0).abs() < 1e-12);
         assert_eq!(t.counts, vec![30, 1, 0, 2]);
@@ -382,29 +327,20 @@ mod tests {
     fn a_single_blast_or_a_tiny_fraction_does_not_refer() {
         assert_eq!(
             verdict(&tally(30, &[(2, 1)], 0, 0)).verdict,
-            SlideVerdict::NoBlasts
+            Verdict::NoBlasts
         );
         // 2 blasts in 100 confident frames: 2 % < 5 %.
         assert_eq!(
             verdict(&tally(98, &[(2, 2)], 0, 0)).verdict,
-            SlideVerdict::NoBlasts
+            Verdict::NoBlasts
         );
     }
 
     #[test]
     fn many_uncertain_frames_make_the_slide_uncertain_unless_blasts_were_seen() {
-        assert_eq!(
-            verdict(&tally(5, &[], 6, 0)).verdict,
-            SlideVerdict::Uncertain
-        );
-        assert_eq!(
-            verdict(&tally(5, &[], 5, 0)).verdict,
-            SlideVerdict::NoBlasts
-        );
-        assert_eq!(
-            verdict(&tally(5, &[(2, 2)], 10, 0)).verdict,
-            SlideVerdict::Refer
-        );
+        assert_eq!(verdict(&tally(5, &[], 6, 0)).verdict, Verdict::Uncertain);
+        assert_eq!(verdict(&tally(5, &[], 5, 0)).verdict, Verdict::NoBlasts);
+        assert_eq!(verdict(&tally(5, &[(2, 2)], 10, 0)).verdict, Verdict::Refer);
     }
 
     #[test]

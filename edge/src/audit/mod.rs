@@ -14,7 +14,7 @@ pub mod sessions;
 
 use thiserror::Error;
 
-use crate::decision::SlideVerdict;
+use crate::decision::Verdict;
 use crate::store::{SessionRow, SessionState, StoreError};
 use leukoscope_model::evaluation_report::ReportError;
 
@@ -48,10 +48,10 @@ fn verdict_line(s: &SessionRow) -> String {
         SessionState::Closed => {
             let stored = s.verdict.clone().unwrap_or_default();
             let headline = [
-                SlideVerdict::NoBlasts,
-                SlideVerdict::Refer,
-                SlideVerdict::Uncertain,
-                SlideVerdict::Insufficient,
+                Verdict::NoBlasts,
+                Verdict::Refer,
+                Verdict::Uncertain,
+                Verdict::Insufficient,
             ]
             .into_iter()
             .find(|v| v.as_str() == stored || v.headline() == stored)

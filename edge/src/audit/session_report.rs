@@ -15,7 +15,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::{AuditError, verdict_line};
-use crate::decision::{SCREENING_NOTE, SlideVerdict, is_normal};
+use crate::decision::{SCREENING_NOTE, Verdict, is_normal};
 use crate::store::{
     FrameRow, SessionCounts, SessionRow, SessionState, Store, StoredDecision, format_time,
 };
@@ -171,14 +171,8 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
     }
     let verdict_class = match session.verdict.as_deref() {
         _ if session.state != SessionState::Closed => "none",
-        Some(v) if v == SlideVerdict::Refer.as_str() || v == SlideVerdict::Refer.headline() => {
-            "refer"
-        }
-        Some(v)
-            if v == SlideVerdict::NoBlasts.as_str() || v == SlideVerdict::NoBlasts.headline() =>
-        {
-            "clear"
-        }
+        Some(v) if v == Verdict::Refer.as_str() || v == Verdict::Refer.headline() => "refer",
+        Some(v) if v == Verdict::NoBlasts.as_str() || v == Verdict::NoBlasts.headline() => "clear",
         _ => "other",
     };
     let stop = match (session.stopped, session.stop_reason) {

@@ -8,9 +8,8 @@ use chrono::Utc;
 use hardware::{Event, Fault, LastFrame, Phase};
 use tracing::warn;
 
-use super::session::panel_verdict;
 use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
-use crate::decision::FrameKind;
+use crate::decision::Decision;
 use crate::source::{Frame, FrameData};
 use crate::store::{self, FrameRecord};
 
@@ -86,7 +85,7 @@ impl Device {
                 probabilities,
                 decision,
             } => (
-                if decision.kind == FrameKind::Uncertain {
+                if decision.kind == Decision::Uncertain {
                     store::StoredDecision::Uncertain
                 } else {
                     store::StoredDecision::Label
@@ -95,7 +94,7 @@ impl Device {
                 Some(decision.confidence),
                 probabilities.clone(),
                 None,
-                decision.kind != FrameKind::Normal,
+                decision.kind != Decision::Normal,
             ),
         };
         let kept_image = if flagged {
@@ -170,7 +169,7 @@ impl Device {
         let (event, last) = match &processed.outcome {
             Outcome::Retake(reason) => {
                 session.tally.add_retake();
-                let reason = panel_retake(*reason);
+                let reason = *reason;
                 (
                     Event::Retake {
                         frame: seq,
@@ -189,11 +188,7 @@ impl Device {
                         slide: Some(session.slide.clone()),
                         label: decision.label.clone(),
                         confidence: decision.confidence,
-                        decision: match decision.kind {
-                            FrameKind::Normal => hardware::serial::protocol::Decision::Normal,
-                            FrameKind::Blast => hardware::serial::protocol::Decision::Blast,
-                            FrameKind::Uncertain => hardware::serial::protocol::Decision::Uncertain,
-                        },
+                        decision: decision.kind,
                         time: stamp,
                         tile: processed.tile_index(),
                     },
@@ -210,18 +205,9 @@ impl Device {
         self.outputs.status.frames = session.tally.frames;
         self.outputs.status.slide = Some(session.slide.clone());
         self.outputs.status.last = Some(last);
-        self.outputs.status.verdict = Some(panel_verdict(outcome.verdict));
+        self.outputs.status.verdict = Some(outcome.verdict);
         self.outputs.status.phase = Phase::Screening;
         self.outputs.send(&event);
         self.outputs.refresh();
-    }
-}
-
-/// The quality gate's retake reason as the panel and the serial line show it.
-fn panel_retake(r: crate::quality::RetakeReason) -> hardware::RetakeReason {
-    match r {
-        crate::quality::RetakeReason::Focus => hardware::RetakeReason::Focus,
-        crate::quality::RetakeReason::Exposure => hardware::RetakeReason::Exposure,
-        crate::quality::RetakeReason::Empty => hardware::RetakeReason::Empty,
     }
 }

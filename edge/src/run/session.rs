@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hardware::{DeviceStatus, Event, Verdict};
+use hardware::{DeviceStatus, Event};
 use tracing::info;
 
 use super::{Device, SOFTWARE_VERSION};
-use crate::decision::{SlideTally, SlideVerdict};
+use crate::decision::SlideTally;
 use crate::store::{NewSession, SessionSummary, StopReason};
 
 /// An open slide session.
@@ -108,7 +108,7 @@ impl Device {
         self.outputs
             .send(&Event::Slide(hardware::serial::protocol::SlideSummary {
                 slide: session.slide.clone(),
-                verdict: panel_verdict(outcome.verdict),
+                verdict: outcome.verdict,
                 frames: session.tally.frames,
                 good: session.tally.good,
                 retakes: session.tally.retakes,
@@ -116,7 +116,7 @@ impl Device {
                 blast_fraction: outcome.blast_fraction,
             }));
         self.outputs.status.phase = self.phase();
-        self.outputs.status.verdict = Some(panel_verdict(outcome.verdict));
+        self.outputs.status.verdict = Some(outcome.verdict);
         self.outputs.refresh();
     }
 
@@ -132,15 +132,5 @@ impl Device {
             info!("no frame for {gap} s: closing the session");
             self.close_session(StopReason::Idle);
         }
-    }
-}
-
-/// The slide verdict as the panel and the serial line show it.
-pub(super) fn panel_verdict(v: SlideVerdict) -> Verdict {
-    match v {
-        SlideVerdict::NoBlasts => Verdict::NoBlasts,
-        SlideVerdict::Refer => Verdict::Refer,
-        SlideVerdict::Uncertain => Verdict::Uncertain,
-        SlideVerdict::Insufficient => Verdict::Insufficient,
     }
 }

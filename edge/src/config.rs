@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::decision::{DecisionConfig, SlideRule};
+use crate::fields::FieldConfig;
 use crate::quality::QualityConfig;
 use crate::source::SourceOptions;
+use leukoscope_screening::{DecisionConfig, SlideRule};
 
 /// Reading the configuration failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub struct RunConfig {
     pub quality: QualityConfig,
     /// Per-frame decisions.
     pub decision: DecisionConfig,
+    /// How frames are grouped into microscope fields.
+    pub fields: FieldConfig,
     /// Slide sessions and the slide verdict rule.
     pub slide: SlideConfig,
     /// The audit database and kept frames.
@@ -134,7 +137,9 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlideConfig {
-    /// Open a session automatically when frames arrive and none is open.
+    /// Open a session automatically when frames arrive and none is open — until the technician
+    /// stops one with `STOP` or the button; from then on sessions open only with `START` or a
+    /// press.
     pub auto_start: bool,
     /// Close the open session after this many seconds without a frame (0 = never).
     pub idle_gap_s: u64,
@@ -215,6 +220,7 @@ impl RunConfig {
             "slide.rule.max_uncertain_fraction",
             self.slide.rule.max_uncertain_fraction,
         )?;
+        self.fields.check().map_err(ConfigError::Invalid)?;
         if !["auto", "f32", "int8"].contains(&self.model.variant.as_str()) {
             return Err(ConfigError::Invalid(format!(
                 "model.variant must be auto, f32 or int8, got {:?}",

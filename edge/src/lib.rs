@@ -1,8 +1,9 @@
 //! leukoscope on the device: the program a technician runs beside the microscope.
 //!
 //! Frames come from a [`source`] (camera, MJPEG stream, watched folder, files), pass the
-//! [`quality`] gate, are classified by the model (`leukoscope-model`), become a frame and slide
-//! [`decision`], are committed to the audit [`store`] (with [`flagged`] pictures kept) and only
+//! [`quality`] gate, are given their microscope field ([`fields`]), are classified by the model
+//! (`leukoscope-model`), become a frame, field and slide decision (`leukoscope-screening`), are
+//! committed to the audit [`store`] (with [`flagged`] pictures kept) and only
 //! then are shown on the panel and sent on the serial line (`hardware`). [`run`] is the device
 //! program that wires these together; [`config`] its settings; [`integrity`] the model checks
 //! at start; [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
@@ -11,7 +12,7 @@
 pub mod audit;
 pub mod classify;
 pub mod config;
-pub mod decision;
+pub mod fields;
 pub mod flagged;
 pub mod integrity;
 pub mod quality;

@@ -78,15 +78,19 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
     let model = model(dir.path());
     let mut stream = Vec::new();
     stream.extend_from_slice(b"camera start-up noise\xff\x00\xff");
+    // Each field is held for two frames: the second, still, starts the field.
     for i in 0..6 {
+        stream.extend(benign(i));
         stream.extend(benign(i));
     }
     stream.extend(blurred(100));
     let cut = blast(200);
     stream.extend_from_slice(&cut[..cut.len() / 2]); // truncated: the next SOI ends it
     for i in 0..4 {
-        stream.extend(blast(300 + i));
-        stream.extend_from_slice(b"\x00garbage between frames\xff\xd9");
+        for _ in 0..2 {
+            stream.extend(blast(300 + i));
+            stream.extend_from_slice(b"\x00garbage between frames\xff\xd9");
+        }
     }
     stream.extend(black());
     let stream_file = dir.path().join("stream.mjpeg");
@@ -120,13 +124,13 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         .lines()
         .filter(|l| l.starts_with("RETAKE "))
         .collect();
-    assert_eq!(results.len(), 10, "{stdout}");
+    assert_eq!(results.len(), 20, "{stdout}");
     assert_eq!(
         results
             .iter()
             .filter(|l| field(l, "label") == Some("Pro"))
             .count(),
-        4
+        8
     );
     assert_eq!(
         retakes
@@ -137,7 +141,8 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
     );
     let slide = stdout.lines().find(|l| l.starts_with("SLIDE ")).unwrap();
     assert_eq!(field(slide, "verdict"), Some("refer"), "{slide}");
-    assert_eq!(field(slide, "count_pro"), Some("4"), "{slide}");
+    assert_eq!(field(slide, "count_pro"), Some("8"), "{slide}");
+    assert_eq!(field(slide, "fields"), Some("10"), "{slide}");
     assert!(stdout.contains("SELFTEST check=model ok=true"), "{stdout}");
 
     let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
@@ -149,9 +154,12 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
     let frames = store.frames(sessions[0].id).unwrap();
     assert_eq!(
         frames.len(),
-        12,
+        22,
         "every decoded frame is a row, retakes included"
     );
+    // The first frame of each field is not yet still: it counts for no field.
+    let fields: Vec<Option<u32>> = frames.iter().map(|r| r.frame.field).collect();
+    assert_eq!(&fields[..4], &[None, Some(1), None, Some(2)]);
     let model_sha = hex::encode(Sha256::digest(std::fs::read(&model).unwrap()));
     for (i, row) in frames.iter().enumerate() {
         let f = &row.frame;
@@ -177,7 +185,7 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         .iter()
         .filter_map(|r| r.frame.kept_image.clone())
         .collect();
-    assert_eq!(kept.len(), 4);
+    assert_eq!(kept.len(), 8);
     for k in kept {
         let bytes = std::fs::read(dir.path().join("flagged").join(&k)).unwrap();
         assert!(image::load_from_memory(&bytes).is_ok(), "{}", k.display());
@@ -198,7 +206,7 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         text(&listed.stdout)
     );
     let csv = edge(&["export", "--db", db.to_str().unwrap(), "--session", "1"]);
-    assert_eq!(text(&csv.stdout).lines().count(), 13);
+    assert_eq!(text(&csv.stdout).lines().count(), 23);
     let report = dir.path().join("report");
     let made = edge(&[
         "report",

@@ -86,6 +86,7 @@ fn frame(session: i64, seq: u64) -> FrameRecord {
         software_version: "0.0.0-test".into(),
         kept_image: None,
         tile: None,
+        field: Some(seq as u32),
     }
 }
 
@@ -287,9 +288,13 @@ fn a_full_file_system_reports_disk_full_keeps_data_and_recovers_when_space_is_fr
         good: 0,
         retakes: 0,
         uncertain: 0,
+        fields: 0,
+        blast_fields: 0,
+        uncertain_fields: 0,
         blast_fraction: 0.0,
-        verdict: "insufficient".into(),
+        verdict: Some("insufficient".into()),
         dominant_subtype: None,
+        fault: None,
     };
     store.close_session(s, &summary, StopReason::Fault).unwrap();
     drop(store);
@@ -346,9 +351,13 @@ fn kept_pictures_stay_under_the_cap_by_evicting_closed_sessions_only() {
         good: 0,
         retakes: 0,
         uncertain: 0,
+        fields: 0,
+        blast_fields: 0,
+        uncertain_fields: 0,
         blast_fraction: 0.0,
-        verdict: "insufficient".into(),
+        verdict: Some("insufficient".into()),
         dominant_subtype: None,
+        fault: None,
     };
     store
         .close_session(a, &summary, StopReason::Command)
@@ -495,9 +504,13 @@ fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
         good: benign + pro + count(StoredDecision::Uncertain, None),
         retakes: count(StoredDecision::Retake, None),
         uncertain: count(StoredDecision::Uncertain, None),
+        fields: 0,
+        blast_fields: 0,
+        uncertain_fields: 0,
         blast_fraction: f64::from(pro) / f64::from(benign + pro),
-        verdict: "refer".into(),
+        verdict: Some("refer".into()),
         dominant_subtype: Some("Pro".into()),
+        fault: None,
     };
     store
         .close_session(s, &summary, StopReason::Button)

@@ -10,7 +10,7 @@
 //! | starting | `LEUKOSCOPE` | `starting` |
 //! | fault | `FAULT` | what broke, e.g. `camera lost` |
 //! | idle, no slide | `READY` | `no slide` |
-//! | a slide | slide id, then `F:<frames>` at the right | verdict so far, last label, its confidence (`REFER blast  91%`), or `RETAKE <reason>` |
+//! | a slide | slide id, then `F:<fields>` (good fields so far) at the right | verdict so far, last label, its confidence (`REFER blast  91%`), or `RETAKE <reason>` |
 
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{Error as _, ErrorKind, I2c};
@@ -81,7 +81,7 @@ pub fn status_lines(status: &DeviceStatus) -> [String; 2] {
         Phase::Idle | Phase::Screening => {}
     }
     let slide = status.slide.as_deref().unwrap_or("-");
-    let first = two_sided(slide, &format!("F:{}", status.frames));
+    let first = two_sided(slide, &format!("F:{}", status.fields));
     let verdict = status.verdict.map(|v| v.short());
     let second = match &status.last {
         Some(LastFrame::Classified { label, confidence }) => {
@@ -248,11 +248,14 @@ mod tests {
     use embedded_hal_mock::eh1::delay::NoopDelay;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
 
-    fn slide(frames: u32, verdict: Option<Verdict>, last: Option<LastFrame>) -> DeviceStatus {
+    /// A slide with `fields` good fields, seen in three times as many frames (the display shows
+    /// fields).
+    fn slide(fields: u32, verdict: Option<Verdict>, last: Option<LastFrame>) -> DeviceStatus {
         DeviceStatus {
             phase: Phase::Screening,
             slide: Some("S-0012".into()),
-            frames,
+            frames: fields.saturating_mul(3),
+            fields,
             verdict,
             last,
         }
@@ -324,11 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn long_slide_ids_are_cut_but_the_frame_count_stays() {
+    fn long_slide_ids_are_cut_but_the_field_count_stays() {
         let mut s = slide(123_456, None, None);
         s.slide = Some("HOSPITAL-2025-ABCDEFG".into());
         assert_eq!(status_lines(&s)[0], "HOSPITA F:123456");
-        s.frames = u32::MAX;
+        s.fields = u32::MAX;
         assert_eq!(status_lines(&s)[0], "HOS F:4294967295");
         s.slide = None;
         s.phase = Phase::Idle;
@@ -347,6 +350,7 @@ mod tests {
                             phase: Phase::Screening,
                             slide: slide_id.clone(),
                             frames,
+                            fields: frames,
                             verdict: Some(Verdict::Uncertain),
                             last: classified(label, conf),
                         };

@@ -5,6 +5,7 @@
 //! | green | on | no blasts seen on this slide, or idle and ready |
 //! | amber | on | retake the last frame, or the verdict is uncertain |
 //! | red | on | blasts seen: refer the slide |
+//! | amber and red | blink together, 1 Hz | the scan was cut short by a fault: no verdict, rescan |
 //! | blue (optional) | on | busy: screening a slide |
 //! | all | on | lamp test while starting |
 //!
@@ -66,6 +67,8 @@ pub enum LightState {
     Uncertain,
     /// Red: blasts seen, refer.
     Refer,
+    /// Amber and red blink together: the scan was cut short by a fault, no verdict.
+    Incomplete,
     /// A blinking fault pattern.
     Fault(Fault),
     /// Every LED on (including blue), to check the lamps at start-up.
@@ -135,6 +138,7 @@ impl LightState {
         }
         let retake = matches!(status.last, Some(LastFrame::Retake(_)));
         match status.verdict {
+            Some(Verdict::Incomplete) => LightState::Incomplete,
             Some(Verdict::Refer) => LightState::Refer,
             Some(Verdict::Uncertain | Verdict::Insufficient) => LightState::Uncertain,
             _ if retake => LightState::Uncertain,
@@ -153,6 +157,7 @@ impl LightState {
             LightState::Ready => [On, Off, Off, blue],
             LightState::Uncertain => [Off, On, Off, blue],
             LightState::Refer => [Off, Off, On, blue],
+            LightState::Incomplete => [Off, LedMode::SLOW, LedMode::SLOW, blue],
             LightState::LampTest => [On, On, On, On],
             LightState::Fault(Fault::CameraLost) => [Off, Off, LedMode::SLOW, blue],
             LightState::Fault(Fault::DiskFull) => [Off, LedMode::SLOW, Off, blue],
@@ -440,6 +445,12 @@ mod tests {
         assert_eq!(LightState::from_status(&s), LightState::Uncertain);
         s.verdict = Some(Verdict::Refer);
         assert_eq!(LightState::from_status(&s), LightState::Refer);
+        s.phase = Phase::Idle;
+        s.verdict = Some(Verdict::Incomplete);
+        assert_eq!(LightState::from_status(&s), LightState::Incomplete);
+        let modes = LightState::Incomplete.modes(false);
+        assert_eq!(modes[0], LedMode::Off);
+        assert!(modes[1] == modes[2] && matches!(modes[1], LedMode::Blink { .. }));
         s.phase = Phase::Fault(Fault::DiskFull);
         assert_eq!(
             LightState::from_status(&s),

@@ -177,6 +177,7 @@ mod tests {
             phase: Phase::Screening,
             slide: Some("S-0012".into()),
             frames: 120,
+            fields: 30,
             verdict: Some(Verdict::Refer),
             last: Some(LastFrame::Classified {
                 label: "blast".into(),
@@ -189,7 +190,7 @@ mod tests {
     fn console_shows_leds_and_both_lines() {
         assert_eq!(
             render_console(&refer()),
-            "[g] [a] [R] [B]  | S-0012     F:120 | REFER blast  91% |"
+            "[g] [a] [R] [B]  | S-0012      F:30 | REFER blast  91% |"
         );
         assert_eq!(
             render_console(&DeviceStatus::idle()),

@@ -62,53 +62,9 @@ impl Fault {
     }
 }
 
-/// The screening verdict for a slide (so far, or final). Serialized as its [`as_str`](Self::as_str)
-/// word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// No blasts seen: green.
-    NoBlasts,
-    /// Too many of the good frames were uncertain to say: amber.
-    Uncertain,
-    /// Blasts seen: red, refer the slide to a haematologist.
-    Refer,
-    /// Too few good frames to say anything: amber, scan more fields.
-    Insufficient,
-}
-
-impl Verdict {
-    /// The `verdict` value of a `SLIDE` line: `no_blasts`, `uncertain`, `refer` or
-    /// `insufficient`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::NoBlasts => "no_blasts",
-            Verdict::Uncertain => "uncertain",
-            Verdict::Refer => "refer",
-            Verdict::Insufficient => "insufficient",
-        }
-    }
-
-    /// The verdict as a person reads it in a report or log, e.g. `BLASTS SEEN - REFER`.
-    pub fn headline(self) -> &'static str {
-        match self {
-            Verdict::NoBlasts => "NO BLASTS SEEN",
-            Verdict::Uncertain => "UNCERTAIN",
-            Verdict::Refer => "BLASTS SEEN - REFER",
-            Verdict::Insufficient => "INSUFFICIENT",
-        }
-    }
-
-    /// The word shown on the display (at most 6 characters).
-    pub fn short(self) -> &'static str {
-        match self {
-            Verdict::NoBlasts => "NEG",
-            Verdict::Uncertain => "UNSURE",
-            Verdict::Refer => "REFER",
-            Verdict::Insufficient => "INSUFF",
-        }
-    }
-}
+/// The screening verdict for a slide (so far, or final): the screening rule's own type, so the
+/// panel, the serial line and the rule never disagree on a word.
+pub use leukoscope_screening::Verdict;
 
 /// Why a frame was not used and the technician should retake it. Serialized as its
 /// [`as_str`](Self::as_str) word.
@@ -164,6 +120,8 @@ pub struct DeviceStatus {
     pub slide: Option<String>,
     /// Frames taken on this slide.
     pub frames: u32,
+    /// Good fields on this slide (what the verdict counts; the display shows `F:<fields>`).
+    pub fields: u32,
     /// The verdict so far on this slide.
     pub verdict: Option<Verdict>,
     /// The most recent frame.
@@ -177,6 +135,7 @@ impl DeviceStatus {
             phase: Phase::Starting,
             slide: None,
             frames: 0,
+            fields: 0,
             verdict: None,
             last: None,
         }
@@ -209,12 +168,7 @@ mod tests {
 
     #[test]
     fn verdicts_serialize_as_their_slide_words() {
-        for verdict in [
-            Verdict::NoBlasts,
-            Verdict::Uncertain,
-            Verdict::Refer,
-            Verdict::Insufficient,
-        ] {
+        for verdict in Verdict::ALL {
             assert_serde_word(verdict, verdict.as_str());
         }
     }

@@ -19,6 +19,8 @@
 //!   statistic with ties counted as one half. It is undefined (`None`) for a class with no
 //!   positive or no negative samples.
 
+pub use leukoscope_screening::argmax;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -419,17 +421,6 @@ pub fn evaluate(
     })
 }
 
-/// Index of the highest value; ties go to the lowest index. 0 for an empty slice.
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate().skip(1) {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// Fraction of samples on which two predictions agree (e.g. an int8 model against its f32
 /// original).
 ///
@@ -820,13 +811,6 @@ pub(crate) mod tests {
                 predicted: 1
             })
         );
-    }
-
-    #[test]
-    fn argmax_ties_go_to_the_lowest_index() {
-        assert_eq!(argmax(&[0.4, 0.4, 0.2]), 0);
-        assert_eq!(argmax(&[0.1, 0.45, 0.45]), 1);
-        assert_eq!(argmax(&[0.1, 0.2, 0.7]), 2);
     }
 
     #[test]

@@ -14,9 +14,9 @@ pub mod sessions;
 
 use thiserror::Error;
 
-use crate::decision::Verdict;
 use crate::store::{SessionRow, SessionState, StoreError};
 use leukoscope_model::evaluation_report::ReportError;
+use leukoscope_screening::Verdict;
 
 pub use export::{CSV_COLUMNS, ExportFormat, export_session};
 pub use session_report::{MAX_THUMBNAILS, SessionReportFiles, write_session_report};

@@ -15,12 +15,13 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::{AuditError, verdict_line};
-use crate::decision::{SCREENING_NOTE, Verdict, is_normal};
 use crate::store::{
-    FrameRow, SessionCounts, SessionRow, SessionState, Store, StoredDecision, format_time,
+    FrameFacts, FrameRow, SessionCounts, SessionRow, SessionState, Store, StoredDecision,
+    format_time,
 };
 use leukoscope_model::evaluation_report::ReportError;
 use leukoscope_model::evaluation_report::plot::{self, FONT, MUTED, PALETTE, PlotResult, TEXT};
+use leukoscope_screening::{SCREENING_NOTE, Verdict, is_normal};
 
 /// The most thumbnails a report shows (it is one page).
 pub const MAX_THUMBNAILS: usize = 12;
@@ -135,12 +136,15 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 
 /// Counts from the frames themselves (for a session still open).
 fn count_frames(session: &SessionRow, frames: &[FrameRow]) -> SessionCounts {
-    SessionCounts::tally(
-        &session.labels,
-        &session.normal_labels,
-        frames
-            .iter()
-            .map(|f| (f.frame.decision, f.frame.label.clone(), 1)),
+    SessionCounts::replay(
+        session,
+        frames.iter().map(|f| FrameFacts {
+            decision: f.frame.decision,
+            label: f.frame.label.clone(),
+            probabilities: f.frame.probabilities.clone(),
+            field: f.frame.field,
+            tile: f.frame.tile,
+        }),
     )
 }
 

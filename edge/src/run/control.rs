@@ -1,8 +1,10 @@
 //! What the operator asks between frames: serial commands (`START`, `STOP`, `STATUS`, …), the
 //! button (press: open or close a session; long press: close it, safe to power off), and the
-//! device's phase and status as they answer them.
+//! device's phase and status as they answer them. `START` answers `OK` with the slide id only
+//! when the session is open; otherwise `ERR code=refused`. After `STOP` or a press, sessions
+//! open only with `START` or a press for the rest of the run.
 
-use hardware::{ButtonEvent, Command, Event, Phase};
+use hardware::{ButtonEvent, Command, CommandError, Event, Phase};
 use tracing::info;
 
 use super::Device;
@@ -20,22 +22,32 @@ impl Device {
             }
             Command::Start(slide) => {
                 let slide = slide.map(|s| s.as_str().to_string());
-                if self.classifying_stopped() {
-                    self.outputs.reply(&Event::Ok {
+                let refused = |reason: String| {
+                    Event::Err(CommandError::Refused {
                         command: "START",
-                        detail: Some("refused: classifying stopped by a fault".into()),
-                    });
+                        reason,
+                    })
+                };
+                if let Some((_, message)) =
+                    self.fault.as_ref().filter(|_| self.classifying_stopped())
+                {
+                    let event = refused(format!("classifying stopped by a fault: {message}"));
+                    self.outputs.reply(&event);
                     return;
                 }
                 self.close_session(StopReason::Command);
-                let id = self.open_session(slide);
-                self.outputs.reply(&Event::Ok {
-                    command: "START",
-                    detail: id,
-                });
+                let event = match self.try_open_session(slide) {
+                    Ok(id) => Event::Ok {
+                        command: "START",
+                        detail: Some(id),
+                    },
+                    Err(reason) => refused(reason),
+                };
+                self.outputs.reply(&event);
             }
             Command::Stop => {
                 let slide = self.session.as_ref().map(|s| s.slide.clone());
+                self.stopped_by_hand = true;
                 self.outputs.reply(&Event::Ok {
                     command: "STOP",
                     detail: slide,
@@ -57,6 +69,7 @@ impl Device {
 
     /// A press opens or closes a session; a long press closes it for power-off.
     pub(super) fn on_button(&mut self, event: ButtonEvent) {
+        self.stopped_by_hand = true;
         match event {
             ButtonEvent::Press if self.session.is_some() => self.close_session(StopReason::Button),
             ButtonEvent::Press => {

@@ -1,6 +1,7 @@
 //! Faults: what each one is, how it shows on every output, and which ones stop classifying (a
-//! full disk or a database error: frames are then dropped, never half-recorded; everything
-//! stored is kept).
+//! full disk, a database or an inference error: frames are then dropped, never half-recorded;
+//! everything stored is kept, and the open session closes at once with reason `fault` and no
+//! verdict: `SLIDE verdict=incomplete`).
 
 use std::time::{Duration, Instant};
 
@@ -30,14 +31,15 @@ impl Device {
         self.outputs.show_fault(fault, message);
     }
 
-    /// The database refused a write: classifying stops.
+    /// The database refused a write: classifying stops, and the open session closes with no
+    /// verdict.
     pub(super) fn store_failed(&mut self, e: StoreError) {
         let fault = if matches!(e, StoreError::DiskFull { .. }) {
             Fault::DiskFull
         } else {
             Fault::Internal
         };
-        self.set_fault(
+        self.stop_for_fault(
             fault,
             format!("{e}; classifying stopped, everything stored so far is kept"),
         );
@@ -55,7 +57,7 @@ impl Device {
         if let Err(message) =
             selftest::disk_check(&self.config.store.db, self.config.store.min_free_mib)
         {
-            self.set_fault(Fault::DiskFull, message);
+            self.stop_for_fault(Fault::DiskFull, message);
         }
     }
 

@@ -9,14 +9,16 @@
 //! * each frame (`record.rs`): quality gate → model → decision (`pipeline.rs`) → **committed to
 //!   SQLite** → only then shown on the panel, sent on the serial line and printed
 //!   (`outputs.rs`);
+//! * each frame gets its microscope field ([`crate::fields`]); the slide verdict counts fields;
 //! * a slide session (`session.rs`) opens with `START`, a button press, or (when `auto_start`)
-//!   the first frame; it closes with `STOP`, a button press, an idle gap, the end of a finite
-//!   source, or shutdown, and its summary is stored and sent as a `SLIDE` event.
+//!   the first frame of the run; it closes with `STOP`, a button press, an idle gap, the end of
+//!   a finite source, shutdown or a fault, and its summary is committed, then sent as a `SLIDE`
+//!   event (`verdict=incomplete` after a fault).
 //!
 //! SIGINT/SIGTERM ([`shutdown_flag`], `signals.rs`) finish the current frame, close the
-//! session, flush and exit 0. A full disk or a database error stops classifying (`faults.rs`:
-//! frames are then dropped, never half-recorded), says so on every output, and keeps what is
-//! stored; the exit status is then non-zero.
+//! session, flush and exit 0. A full disk, a database or an inference error stops classifying
+//! (`faults.rs`: frames are then dropped, never half-recorded), closes the open session with no
+//! verdict, says so on every output, and keeps what is stored; the exit status is then non-zero.
 //!
 //! [`bench`](mod@bench) times the same path end to end (`edge bench --pipeline`).
 
@@ -45,6 +47,7 @@ pub use pipeline::{FrameError, FramePipeline, Outcome, Processed};
 pub use signals::shutdown_flag;
 
 use crate::config::RunConfig;
+use crate::fields::FieldMode;
 use crate::flagged::FlaggedImages;
 use crate::source::{self, SourceEvent, SourceHandle, SourceSpec};
 use crate::store::{StopReason, Store, StoreError};
@@ -105,6 +108,10 @@ pub struct Device {
     started: Instant,
     summary: RunSummary,
     last_disk_check: Option<Instant>,
+    /// How the source's frames map to fields.
+    field_mode: FieldMode,
+    /// A session was stopped with `STOP` or the button: `auto_start` no longer opens one.
+    stopped_by_hand: bool,
 }
 
 impl Device {
@@ -139,6 +146,9 @@ impl Device {
         source: SourceHandle,
         shutdown: &AtomicBool,
     ) -> Result<RunSummary, RunError> {
+        if let Ok(spec) = self.config.source.spec.parse::<SourceSpec>() {
+            self.field_mode = FieldMode::of_source(&spec);
+        }
         let end_reason = loop {
             if shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested");

@@ -1,16 +1,17 @@
-//! One frame's way through the device: decode → (tiles) → quality gate → preprocess →
-//! inference → decision. Allocation-free per frame apart from decoding, tiling and the
+//! One frame's way through the device: decode → field ([`FieldTracker`]) → (tiles) → quality
+//! gate → preprocess → inference → decision. Allocation-free per frame apart from decoding, tiling and the
 //! probabilities.
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 
-use crate::decision::{DecisionConfig, FrameDecision, decide_frame};
+use crate::fields::FieldTracker;
 use crate::quality::{QualityConfig, QualityFigures, QualityGate, RetakeReason};
 use crate::source::{Frame, FrameData};
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::onnx::ModelError;
 use leukoscope_model::preprocess::{Preprocessor, decode_image_bytes};
+use leukoscope_screening::{DecisionConfig, FieldKey, FrameDecision, decide_frame};
 
 /// A frame could not be processed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,8 @@ pub struct Processed {
     pub width: u32,
     /// Decoded height.
     pub height: u32,
+    /// The microscope field the frame shows (none while the stage moves).
+    pub field: Option<u32>,
     /// The quality gate's figures.
     pub quality: QualityFigures,
     /// The result.
@@ -63,6 +66,14 @@ impl Processed {
     /// The tile index, when frames are tiled.
     pub fn tile_index(&self) -> Option<u32> {
         self.tile.as_ref().map(|(i, _)| *i)
+    }
+
+    /// The field this result counts for: the frame's field and, when tiled, the tile.
+    pub fn field_key(&self) -> Option<FieldKey> {
+        self.field.map(|field| FieldKey {
+            field,
+            tile: self.tile_index(),
+        })
     }
 }
 
@@ -94,12 +105,13 @@ impl FramePipeline {
         }
     }
 
-    /// Runs one frame through the gate and, when it passes, through the model: one result, or
-    /// one per tile.
+    /// Runs one frame through the field tracker, the gate and, when it passes, the model: one
+    /// result, or one per tile.
     pub fn process(
         &mut self,
         model: &OnnxClassifier,
         frame: &Frame,
+        fields: &mut FieldTracker,
     ) -> Result<Vec<Processed>, FrameError> {
         let decoded;
         let (sha256, image): (String, &RgbImage) = match &frame.data {
@@ -113,6 +125,7 @@ impl FramePipeline {
             FrameData::Rgb(img) => (hex::encode(Sha256::digest(img.as_raw())), img),
         };
         let (width, height) = image.dimensions();
+        let field = fields.place(image, &sha256);
         if self.tile == 0 {
             let (quality, outcome) = self.judge(model, image)?;
             return Ok(vec![Processed {
@@ -120,6 +133,7 @@ impl FramePipeline {
                 sha256,
                 width,
                 height,
+                field,
                 quality,
                 outcome,
             }]);
@@ -135,6 +149,7 @@ impl FramePipeline {
                 sha256: sha256.clone(),
                 width,
                 height,
+                field,
                 quality,
                 outcome,
             });

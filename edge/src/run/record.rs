@@ -1,5 +1,6 @@
-//! One frame on the device: gate → classify ([`super::pipeline`]) → committed to the database
-//! (with the picture of a flagged result kept) → only then shown on the panel and sent.
+//! One frame on the device: field, gate, classify ([`super::pipeline`]) → all its results
+//! committed to the database in one transaction (with the pictures of flagged results kept) →
+//! only then shown on the panel and sent.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,9 +10,9 @@ use hardware::{Event, Fault, LastFrame, Phase};
 use tracing::warn;
 
 use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
-use crate::decision::Decision;
 use crate::source::{Frame, FrameData};
-use crate::store::{self, FrameRecord};
+use crate::store::{self, FrameRecord, StopReason};
+use leukoscope_screening::Decision;
 
 impl Device {
     /// Classifies, records and announces one frame (or each of its tiles), opening a session
@@ -23,7 +24,7 @@ impl Device {
             return;
         }
         if self.session.is_none() {
-            if !self.config.slide.auto_start {
+            if !self.may_auto_start() {
                 warn!(
                     "{}: no slide session (send START or press the button)",
                     frame.origin
@@ -34,43 +35,62 @@ impl Device {
                 return;
             }
         }
-        let processed = match self.pipeline.process(&self.model.classifier, frame) {
-            Ok(p) => p,
-            Err(FrameError::Decode { origin, reason }) => {
-                self.skipped(&origin, &reason);
-                return;
-            }
-            Err(FrameError::Model(e)) => {
-                self.set_fault(Fault::Internal, e.to_string());
-                return;
-            }
-        };
+        let session = self.session.as_mut().expect("opened above");
+        let processed =
+            match self
+                .pipeline
+                .process(&self.model.classifier, frame, &mut session.fields)
+            {
+                Ok(p) => p,
+                Err(FrameError::Decode { origin, reason }) => {
+                    self.skipped(&origin, &reason);
+                    return;
+                }
+                Err(FrameError::Model(e)) => {
+                    self.stop_for_fault(Fault::Internal, format!("inference failed: {e}"));
+                    return;
+                }
+            };
         let session = self.session.as_mut().expect("opened above");
         session.seq += 1;
         session.last_frame = Instant::now();
         let seq = session.seq;
+        let time = Utc::now();
+        let records: Vec<FrameRecord> = processed
+            .iter()
+            .map(|part| self.record_of(frame, seq, time, part))
+            .collect();
+        // Committed, all tiles together, before anything is shown or sent.
+        if let Err(e) = self.store.record_frames(&records) {
+            self.store_failed(e);
+            return;
+        }
+        self.summary.recorded += records.len() as u64;
         for part in &processed {
-            if !self.record_and_announce(frame, seq, part) {
-                return;
-            }
+            self.announce(seq, part, time);
         }
     }
 
-    /// A frame that could not be decoded: counted and logged.
+    /// A frame that could not be decoded (garbage, truncated): counted and logged, never
+    /// classified.
     pub(super) fn skipped(&mut self, origin: &str, reason: &str) {
         self.summary.undecodable += 1;
         warn!("skipped {origin}: {reason}");
     }
 
-    /// Records one result (a frame, or a tile of it) and, once committed, shows and sends it.
-    /// False when the database refused it (classifying has stopped).
-    fn record_and_announce(&mut self, frame: &Frame, seq: u64, processed: &Processed) -> bool {
+    /// The row for one result (a frame, or a tile of it), keeping the picture of a flagged one.
+    fn record_of(
+        &mut self,
+        frame: &Frame,
+        seq: u64,
+        time: chrono::DateTime<Utc>,
+        processed: &Processed,
+    ) -> FrameRecord {
         let session_id = self
             .session
             .as_ref()
             .expect("a frame belongs to a session")
             .id;
-        let time = Utc::now();
         let (decision, label, confidence, probabilities, retake, flagged) = match &processed.outcome
         {
             Outcome::Retake(reason) => (
@@ -102,7 +122,7 @@ impl Device {
         } else {
             None
         };
-        let record = FrameRecord {
+        FrameRecord {
             session: session_id,
             seq,
             time,
@@ -120,15 +140,8 @@ impl Device {
             software_version: SOFTWARE_VERSION.into(),
             kept_image,
             tile: processed.tile_index(),
-        };
-        // Committed before anything is shown or sent.
-        if let Err(e) = self.store.record_frame(&record) {
-            self.store_failed(e);
-            return false;
+            field: processed.field,
         }
-        self.summary.recorded += 1;
-        self.announce(seq, processed, time);
-        true
     }
 
     /// Keeps the picture of a flagged result: the frame as received, or the tile's pixels.
@@ -160,15 +173,16 @@ impl Device {
         }
     }
 
-    /// Shows and sends a recorded frame's result.
+    /// Shows and sends a recorded result.
     fn announce(&mut self, seq: u64, processed: &Processed, time: chrono::DateTime<Utc>) {
         let session = self.session.as_mut().expect("a frame belongs to a session");
         let stamp = hardware::serial::protocol::Timestamp(
             u64::try_from(time.timestamp_millis()).unwrap_or(0),
         );
+        let field = processed.field_key();
         let (event, last) = match &processed.outcome {
             Outcome::Retake(reason) => {
-                session.tally.add_retake();
+                session.tally.add_retake(field);
                 let reason = *reason;
                 (
                     Event::Retake {
@@ -180,8 +194,11 @@ impl Device {
                     LastFrame::Retake(reason),
                 )
             }
-            Outcome::Classified { decision, .. } => {
-                session.tally.add(decision);
+            Outcome::Classified {
+                decision,
+                probabilities,
+            } => {
+                session.tally.add(field, decision, probabilities);
                 (
                     Event::Result {
                         frame: seq,
@@ -203,11 +220,19 @@ impl Device {
             .tally
             .outcome(&self.config.slide.rule, &self.config.decision);
         self.outputs.status.frames = session.tally.frames;
+        self.outputs.status.fields = outcome.fields.good;
         self.outputs.status.slide = Some(session.slide.clone());
         self.outputs.status.last = Some(last);
         self.outputs.status.verdict = Some(outcome.verdict);
         self.outputs.status.phase = Phase::Screening;
         self.outputs.send(&event);
         self.outputs.refresh();
+    }
+
+    /// A fault that stops classifying in the middle of a scan: the open session closes with
+    /// reason `fault` and no verdict (`SLIDE verdict=incomplete`), then the fault is shown.
+    pub(super) fn stop_for_fault(&mut self, fault: Fault, message: String) {
+        self.set_fault(fault, message.clone());
+        self.close_session_for(StopReason::Fault, Some(message));
     }
 }

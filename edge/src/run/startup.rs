@@ -47,6 +47,8 @@ impl Device {
                         fault: None,
                     },
                     last_disk_check: None,
+                    field_mode: crate::fields::FieldMode::Motion,
+                    stopped_by_hand: false,
                 })
             }
             Err(e) => {

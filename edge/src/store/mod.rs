@@ -59,6 +59,7 @@ use rusqlite::Connection;
 
 pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
+pub(crate) use types::FrameFacts;
 pub use types::{
     FrameRecord, FrameRow, NewSession, Quality, SessionCounts, SessionRow, SessionState,
     SessionSummary, StopReason, StoredDecision, format_time,

@@ -200,7 +200,8 @@ impl Store {
             self.conn
                 .execute(
                     "UPDATE sessions SET state = 'interrupted', stopped = ?2, counts = ?3,
-                        good = ?4, retakes = ?5, uncertain = ?6, blast_fraction = ?7
+                        good = ?4, retakes = ?5, uncertain = ?6, blast_fraction = ?7,
+                        fields = ?8, blast_fields = ?9, uncertain_fields = ?10
                      WHERE id = ?1 AND state = 'open'",
                     params![
                         id,
@@ -210,6 +211,9 @@ impl Store {
                         counts.retakes,
                         counts.uncertain,
                         counts.blast_fraction,
+                        counts.fields,
+                        counts.blast_fields,
+                        counts.uncertain_fields,
                     ],
                 )
                 .map_err(|e| self.err("recover an interrupted session", e))?;

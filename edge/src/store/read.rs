@@ -3,6 +3,7 @@
 use rusqlite::OptionalExtension;
 
 use super::rows::{FRAME_SELECT, RawFrame, RawSession, SESSION_SELECT};
+use super::types::FrameFacts;
 use super::{FrameRow, SessionCounts, SessionRow, Store, StoreError, StoredDecision};
 
 impl Store {
@@ -67,27 +68,39 @@ impl Store {
         raws.into_iter().map(|r| r.parse(&self.path)).collect()
     }
 
-    /// Counts of a session recomputed from its frames.
+    /// Counts of a session recomputed from its frames (see [`SessionCounts::replay`]).
     pub(super) fn recount(&self, s: &SessionRow) -> Result<SessionCounts, StoreError> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT decision, label, count(*) FROM frames WHERE session_id = ?1
-                 GROUP BY decision, label",
+                "SELECT decision, label, probabilities, field, tile FROM frames
+                 WHERE session_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.err("count frames", e))?;
-        let groups: Vec<(String, Option<String>, u32)> = st
-            .query_map([s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        type Raw = (String, Option<String>, String, Option<u32>, Option<u32>);
+        let rows: Vec<Raw> = st
+            .query_map([s.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err("count frames", e))?;
-        Ok(SessionCounts::tally(
-            &s.labels,
-            &s.normal_labels,
-            groups.into_iter().map(|(decision, label, n)| {
-                // The schema allows only the three words (a CHECK constraint).
-                let decision = decision.parse().unwrap_or(StoredDecision::Label);
-                (decision, label, n)
-            }),
-        ))
+        let frames = rows
+            .into_iter()
+            .map(|(decision, label, probabilities, field, tile)| {
+                let probabilities: Vec<Option<f32>> =
+                    serde_json::from_str(&probabilities).unwrap_or_default();
+                FrameFacts {
+                    // The schema allows only the three words (a CHECK constraint).
+                    decision: decision.parse().unwrap_or(StoredDecision::Label),
+                    label,
+                    probabilities: probabilities
+                        .into_iter()
+                        .map(|p| p.unwrap_or(f32::NAN))
+                        .collect(),
+                    field,
+                    tile,
+                }
+            });
+        Ok(SessionCounts::replay(s, frames))
     }
 }

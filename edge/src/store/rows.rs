@@ -27,7 +27,8 @@ pub(super) const SESSION_SELECT: &str = "SELECT s.id, s.slide_id, s.started, s.s
     s.stop_reason, s.model_sha256, s.model_variant, s.labels, s.normal_labels,
     s.software_version, s.rule, s.counts, s.good, s.retakes, s.uncertain, s.blast_fraction,
     s.verdict, s.dominant_subtype,
-    (SELECT count(*) FROM frames f WHERE f.session_id = s.id)
+    (SELECT count(*) FROM frames f WHERE f.session_id = s.id),
+    s.fields, s.blast_fields, s.uncertain_fields, s.fault
     FROM sessions s";
 
 /// A session row as SQLite gives it.
@@ -52,6 +53,10 @@ pub(super) struct RawSession {
     verdict: Option<String>,
     dominant_subtype: Option<String>,
     frames: i64,
+    fields: Option<u32>,
+    blast_fields: Option<u32>,
+    uncertain_fields: Option<u32>,
+    fault: Option<String>,
 }
 
 impl RawSession {
@@ -78,6 +83,10 @@ impl RawSession {
             verdict: r.get(17)?,
             dominant_subtype: r.get(18)?,
             frames: r.get(19)?,
+            fields: r.get(20)?,
+            blast_fields: r.get(21)?,
+            uncertain_fields: r.get(22)?,
+            fault: r.get(23)?,
         })
     }
 
@@ -110,6 +119,9 @@ impl RawSession {
                     good,
                     retakes,
                     uncertain,
+                    fields: self.fields,
+                    blast_fields: self.blast_fields,
+                    uncertain_fields: self.uncertain_fields,
                     blast_fraction: self.blast_fraction.unwrap_or(f64::NAN),
                 })
             }
@@ -143,6 +155,7 @@ impl RawSession {
             counts,
             verdict: self.verdict,
             dominant_subtype: self.dominant_subtype,
+            fault: self.fault,
         })
     }
 }
@@ -155,7 +168,7 @@ fn json_u32(v: &serde_json::Value) -> u32 {
 pub(super) const FRAME_SELECT: &str =
     "SELECT id, session_id, seq, tile, time, origin, sha256, width, height,
     focus, mean, p999, clipped_fraction, stained_fraction, decision, retake_reason, label,
-    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted
+    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field
     FROM frames";
 
 /// A frame row as SQLite gives it.
@@ -179,6 +192,7 @@ pub(super) struct RawFrame {
     software_version: String,
     kept_image: Option<String>,
     image_evicted: Option<String>,
+    field: Option<u32>,
 }
 
 impl RawFrame {
@@ -204,6 +218,7 @@ impl RawFrame {
             software_version: r.get(20)?,
             kept_image: r.get(21)?,
             image_evicted: r.get(22)?,
+            field: r.get(23)?,
         })
     }
 
@@ -253,6 +268,7 @@ impl RawFrame {
                 software_version: self.software_version,
                 kept_image: self.kept_image.map(PathBuf::from),
                 tile: self.tile,
+                field: self.field,
             },
             image_evicted: self
                 .image_evicted

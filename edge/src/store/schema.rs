@@ -69,5 +69,17 @@ CREATE INDEX frames_with_image ON frames (id) WHERE kept_image IS NOT NULL;
 CREATE INDEX sessions_by_state ON sessions (state);
 "#;
 
+/// Version 1 → 2: fields. Each frame records its microscope field; a session records the fields
+/// its verdict counted, and why a session closed by a fault has no verdict. From version 2 on,
+/// `sessions.blast_fraction` is blast fields / confident fields (the fraction the verdict used).
+const V2: &str = r#"
+ALTER TABLE frames ADD COLUMN field INTEGER;            -- the frame's field in its session (1, 2, …);
+                                                        -- NULL between fields or before version 2
+ALTER TABLE sessions ADD COLUMN fields INTEGER;         -- good fields (with a frame that passed the gate)
+ALTER TABLE sessions ADD COLUMN blast_fields INTEGER;   -- confident blast fields
+ALTER TABLE sessions ADD COLUMN uncertain_fields INTEGER; -- good fields whose decision is uncertain
+ALTER TABLE sessions ADD COLUMN fault TEXT;             -- stop_reason 'fault': what stopped the scan
+"#;
+
 /// The migrations, in order.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];

@@ -33,7 +33,12 @@ fn frame(session: i64, seq: u64, decision: StoredDecision, label: Option<&str>) 
                 .iter()
                 .position(|l| Some(l.as_str()) == label)
                 .unwrap_or(0);
-            p[i] = 0.97;
+            // Probabilities that agree with the decision (a recount decides fields from them).
+            p[i] = if decision == StoredDecision::Uncertain {
+                0.6
+            } else {
+                0.97
+            };
             p
         }
     };
@@ -61,6 +66,7 @@ fn frame(session: i64, seq: u64, decision: StoredDecision, label: Option<&str>) 
         software_version: "0.1.0".into(),
         kept_image: None,
         tile: None,
+        field: Some(seq as u32),
     }
 }
 
@@ -70,9 +76,13 @@ fn summary() -> SessionSummary {
         good: 4,
         retakes: 1,
         uncertain: 1,
+        fields: 0,
+        blast_fields: 0,
+        uncertain_fields: 0,
         blast_fraction: 1.0 / 3.0,
-        verdict: "refer".into(),
+        verdict: Some("refer".into()),
         dominant_subtype: Some("Pro".into()),
+        fault: None,
     }
 }
 
@@ -284,6 +294,11 @@ fn open_sessions_are_marked_interrupted_with_recounted_frames() {
         ]
     );
     assert_eq!((c.good, c.retakes, c.uncertain), (5, 1, 1));
+    // One field per frame here: 5 good fields, 2 of the 4 confident ones blasts.
+    assert_eq!(
+        (c.fields, c.blast_fields, c.uncertain_fields),
+        (Some(5), Some(2), Some(1))
+    );
     assert!((c.blast_fraction - 0.5).abs() < 1e-12);
     drop(store);
     // Nothing left to recover the next time.

@@ -8,7 +8,9 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{blast_fraction, is_normal};
+use leukoscope_screening::{
+    Decision, DecisionConfig, FieldKey, FrameDecision, SlideTally, is_normal,
+};
 
 /// A session's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +43,7 @@ pub enum StopReason {
 }
 
 /// The decision recorded for a frame (the `decision` column). The run loop's decision for a
-/// classified frame, with its class and kind, is [`crate::decision::FrameDecision`].
+/// classified frame, with its class and kind, is [`leukoscope_screening::FrameDecision`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoredDecision {
@@ -177,6 +179,9 @@ pub struct FrameRecord {
     pub kept_image: Option<PathBuf>,
     /// The tile index, when frames are tiled.
     pub tile: Option<u32>,
+    /// The microscope field the frame shows (1, 2, … within the session; none between fields).
+    #[serde(default)]
+    pub field: Option<u32>,
 }
 
 /// A recorded frame.
@@ -203,12 +208,20 @@ pub struct SessionSummary {
     pub retakes: u32,
     /// Good frames below the confidence threshold.
     pub uncertain: u32,
-    /// Blast frames / confident frames.
+    /// Good fields (what the verdict counts).
+    pub fields: u32,
+    /// Confident blast fields.
+    pub blast_fields: u32,
+    /// Good fields whose decision is uncertain.
+    pub uncertain_fields: u32,
+    /// Blast fields / confident fields.
     pub blast_fraction: f64,
-    /// The verdict.
-    pub verdict: String,
+    /// The verdict; none when a fault cut the scan short.
+    pub verdict: Option<String>,
     /// The dominant blast subtype, when blasts were seen.
     pub dominant_subtype: Option<String>,
+    /// What stopped the scan, for a session closed by a fault.
+    pub fault: Option<String>,
 }
 
 /// A session's counts: as given on close, or recomputed from the frames of an interrupted one.
@@ -222,44 +235,100 @@ pub struct SessionCounts {
     pub retakes: u32,
     /// Good frames below the confidence threshold.
     pub uncertain: u32,
-    /// Blast frames / confident frames (NaN if it was not a number).
+    /// Good fields (none for sessions recorded before fields were tracked).
+    pub fields: Option<u32>,
+    /// Confident blast fields.
+    pub blast_fields: Option<u32>,
+    /// Good fields whose decision is uncertain.
+    pub uncertain_fields: Option<u32>,
+    /// Blast fields / confident fields (NaN if it was not a number; blast frames / confident
+    /// frames for sessions recorded before fields were tracked).
     pub blast_fraction: f64,
 }
 
+/// What the count of a session needs of one recorded frame.
+pub(crate) struct FrameFacts {
+    pub decision: StoredDecision,
+    pub label: Option<String>,
+    pub probabilities: Vec<f32>,
+    pub field: Option<u32>,
+    pub tile: Option<u32>,
+}
+
 impl SessionCounts {
-    /// Counts from a session's recorded frames, given as `(decision, label, frames)` groups (one
-    /// group per frame, or per distinct decision and label). `counts` starts with every one of
-    /// `labels` (at 0); a label outside them is appended where it is first met.
-    pub(crate) fn tally(
-        labels: &[String],
-        normal_labels: &[String],
-        groups: impl IntoIterator<Item = (StoredDecision, Option<String>, u32)>,
+    /// Counts a session's recorded frames again, through the same [`SlideTally`] the device
+    /// used: the session's labels, its normal labels, and the confidence threshold of its stored
+    /// rule (`rule.decision`, else the default).
+    pub(crate) fn replay(
+        session: &SessionRow,
+        frames: impl IntoIterator<Item = FrameFacts>,
     ) -> SessionCounts {
-        let mut counts: Vec<(String, u32)> = labels.iter().map(|l| (l.clone(), 0)).collect();
-        let (mut confident, mut blasts, mut uncertain, mut retakes) = (0u32, 0u32, 0u32, 0u32);
-        for (decision, label, n) in groups {
-            match decision {
-                StoredDecision::Retake => retakes += n,
-                StoredDecision::Uncertain => uncertain += n,
-                StoredDecision::Label => {
-                    confident += n;
-                    let label = label.unwrap_or_default();
-                    if !is_normal(normal_labels, &label) {
-                        blasts += n;
-                    }
-                    match counts.iter_mut().find(|(l, _)| *l == label) {
-                        Some((_, c)) => *c += n,
-                        None => counts.push((label, n)),
-                    }
+        let mut config: DecisionConfig = session
+            .rule
+            .get("decision")
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default();
+        config.normal_labels = session.normal_labels.clone();
+        let labels = &session.labels;
+        let mut tally = SlideTally::new(labels);
+        for f in frames {
+            let key = f.field.map(|field| FieldKey {
+                field,
+                tile: f.tile,
+            });
+            let class = f
+                .label
+                .as_deref()
+                .and_then(|l| labels.iter().position(|x| x == l));
+            match (f.decision, class) {
+                (StoredDecision::Retake, _) => tally.add_retake(key),
+                // A label outside the session's labels cannot be counted as a cell.
+                (_, None) => {
+                    let d = FrameDecision {
+                        class: 0,
+                        label: f.label.clone().unwrap_or_default(),
+                        confidence: f32::NAN,
+                        kind: Decision::Uncertain,
+                    };
+                    tally.add(key, &d, &[]);
+                }
+                (decision, Some(class)) => {
+                    let kind = if decision == StoredDecision::Uncertain {
+                        Decision::Uncertain
+                    } else if is_normal(&config.normal_labels, &labels[class]) {
+                        Decision::Normal
+                    } else {
+                        Decision::Blast
+                    };
+                    let d = FrameDecision {
+                        class,
+                        label: labels[class].clone(),
+                        confidence: f.probabilities.get(class).copied().unwrap_or(f32::NAN),
+                        kind,
+                    };
+                    tally.add(key, &d, &f.probabilities);
                 }
             }
         }
+        let tracked = tally.field_votes().next().is_some() || tally.frames == 0;
+        let fields = tally.field_counts(&config);
         SessionCounts {
-            counts,
-            good: confident + uncertain,
-            retakes,
-            uncertain,
-            blast_fraction: blast_fraction(blasts, confident),
+            counts: labels
+                .iter()
+                .cloned()
+                .zip(tally.counts.iter().copied())
+                .collect(),
+            good: tally.good,
+            retakes: tally.retakes,
+            uncertain: tally.uncertain,
+            fields: tracked.then_some(fields.good),
+            blast_fields: tracked.then_some(fields.blasts),
+            uncertain_fields: tracked.then_some(fields.uncertain),
+            blast_fraction: if tracked {
+                leukoscope_screening::blast_fraction(fields.blasts, fields.confident())
+            } else {
+                leukoscope_screening::blast_fraction(tally.blasts, tally.confident())
+            },
         }
     }
 }
@@ -297,10 +366,12 @@ pub struct SessionRow {
     pub frames: u64,
     /// Counts; none while open.
     pub counts: Option<SessionCounts>,
-    /// The verdict; closed sessions only.
+    /// The verdict; closed sessions only, and none when a fault cut the scan short.
     pub verdict: Option<String>,
     /// The dominant blast subtype, when the verdict names one.
     pub dominant_subtype: Option<String>,
+    /// What stopped the scan, for a session closed by a fault (`stop_reason` `fault`).
+    pub fault: Option<String>,
 }
 
 /// Formats a time as stored.

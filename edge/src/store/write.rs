@@ -1,4 +1,5 @@
-//! Writing a session: begin it, record its frames (one committed transaction each), close it.
+//! Writing a session: begin it, record its frames (one committed transaction per frame, with all
+//! its tiles), close it.
 
 use chrono::{DateTime, Utc};
 use rusqlite::params;
@@ -35,6 +36,38 @@ impl Store {
 
     /// Records one result. It is committed (on stable storage) when this returns.
     pub fn record_frame(&mut self, f: &FrameRecord) -> Result<i64, StoreError> {
+        Ok(self.record_frames(std::slice::from_ref(f))?[0])
+    }
+
+    /// Records the results of one frame (one per tile) in one transaction: all of them are
+    /// committed (on stable storage) when this returns, or none is. Returns their row ids.
+    pub fn record_frames(&mut self, frames: &[FrameRecord]) -> Result<Vec<i64>, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err("record a frame", e))?;
+        let mut ids = Vec::with_capacity(frames.len());
+        for f in frames {
+            match self.insert_frame(f) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
+                        warn!("rollback after a failed frame insert: {rollback}");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let e = self.err("record a frame", e);
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
+        Ok(ids)
+    }
+
+    fn insert_frame(&mut self, f: &FrameRecord) -> Result<i64, StoreError> {
         let labels = match self.label_counts.get(&f.session) {
             Some(&n) => n,
             None => {
@@ -71,9 +104,9 @@ impl Store {
                 "INSERT INTO frames (session_id, seq, tile, time, origin, sha256, width, height,
                     focus, mean, p999, clipped_fraction, stained_fraction, decision,
                     retake_reason, label, confidence, probabilities, model_sha256,
-                    software_version, kept_image)
+                    software_version, kept_image, field)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21
+                    ?17, ?18, ?19, ?20, ?21, ?22
                  WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND state = 'open')",
             )
             .map_err(|e| sql_error(&self.path, "record a frame", e))?;
@@ -100,6 +133,7 @@ impl Store {
                 f.model_sha256,
                 f.software_version,
                 kept,
+                f.field,
             ])
             .map_err(|e| sql_error(&self.path, "record a frame", e))?;
         if n == 0 {
@@ -139,7 +173,8 @@ impl Store {
             .execute(
                 "UPDATE sessions SET state = 'closed', stopped = ?2, stop_reason = ?3,
                     counts = ?4, good = ?5, retakes = ?6, uncertain = ?7, blast_fraction = ?8,
-                    verdict = ?9, dominant_subtype = ?10
+                    verdict = ?9, dominant_subtype = ?10, fields = ?11, blast_fields = ?12,
+                    uncertain_fields = ?13, fault = ?14
                  WHERE id = ?1 AND state = 'open'",
                 params![
                     id,
@@ -152,6 +187,10 @@ impl Store {
                     summary.blast_fraction,
                     summary.verdict,
                     summary.dominant_subtype,
+                    summary.fields,
+                    summary.blast_fields,
+                    summary.uncertain_fields,
+                    summary.fault,
                 ],
             )
             .map_err(|e| self.err("close a session", e))?;

@@ -115,11 +115,20 @@ pub enum CommandError {
     /// A count that is not a number in 1..=MAX_LAST.
     #[error("bad count {0:?}: a number from 1 to {MAX_LAST}")]
     BadCount(String),
+    /// A well-formed command the device could not carry out (e.g. `START` while a fault stops
+    /// classifying).
+    #[error("{command} refused: {reason}")]
+    Refused {
+        /// The command word.
+        command: &'static str,
+        /// Why, for a person.
+        reason: String,
+    },
 }
 
 impl CommandError {
     /// The `code` field of the `ERR` line: `empty`, `too_long`, `bad_bytes`, `unknown_command`,
-    /// `unexpected_argument`, `bad_slide_id` or `bad_count`.
+    /// `unexpected_argument`, `bad_slide_id`, `bad_count` or `refused`.
     pub fn code(&self) -> &'static str {
         match self {
             CommandError::Empty => "empty",
@@ -129,6 +138,7 @@ impl CommandError {
             CommandError::UnexpectedArgument { .. } => "unexpected_argument",
             CommandError::BadSlideId(_) => "bad_slide_id",
             CommandError::BadCount(_) => "bad_count",
+            CommandError::Refused { .. } => "refused",
         }
     }
 }

@@ -211,8 +211,24 @@ mod tests {
             frames: 120,
             good: 110,
             retakes: 10,
+            fields: 30,
+            reason: None,
             counts: vec![("Blast".into(), 12), ("band neutrophil".into(), 98)],
-            blast_fraction: 12.0 / 110.0,
+            blast_fraction: 4.0 / 30.0,
+        })
+    }
+
+    fn incomplete() -> Event {
+        Event::Slide(SlideSummary {
+            slide: "S-0013".into(),
+            verdict: Verdict::Incomplete,
+            frames: 7,
+            good: 7,
+            retakes: 0,
+            fields: 2,
+            reason: Some("disk full".into()),
+            counts: vec![("Blast".into(), 1), ("band neutrophil".into(), 6)],
+            blast_fraction: 1.0 / 7.0,
         })
     }
 
@@ -234,7 +250,11 @@ mod tests {
             ),
             (
                 summary(),
-                "SLIDE slide=S-0012 verdict=refer frames=120 good=110 retakes=10 count_blast=12 count_band_neutrophil=98 blast_fraction=0.1091 note=\"screening aid\"",
+                "SLIDE slide=S-0012 verdict=refer frames=120 good=110 retakes=10 fields=30 count_blast=12 count_band_neutrophil=98 blast_fraction=0.1333 note=\"screening aid\"",
+            ),
+            (
+                incomplete(),
+                "SLIDE slide=S-0013 verdict=incomplete frames=7 good=7 retakes=0 fields=2 count_blast=1 count_band_neutrophil=6 blast_fraction=0.1429 reason=\"disk full\" note=\"screening aid\"",
             ),
             (
                 Event::Status {
@@ -308,6 +328,11 @@ mod tests {
         for event in [
             result(),
             summary(),
+            incomplete(),
+            Event::Err(CommandError::Refused {
+                command: "START",
+                reason: "classifying stopped by a fault".into(),
+            }),
             Event::Pong,
             Event::Ok {
                 command: "START",

@@ -7,8 +7,6 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use super::commands::{CommandError, HELP_TEXT};
 use crate::status::{Fault, Phase, RetakeReason, Verdict};
 
@@ -51,29 +49,8 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// What the device made of one classified frame. Serialized as its [`as_str`](Self::as_str)
-/// word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// A normal white cell.
-    Normal,
-    /// A blast.
-    Blast,
-    /// Below the confidence threshold: not counted.
-    Uncertain,
-}
-
-impl Decision {
-    /// The `decision` value: `normal`, `blast` or `uncertain`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Normal => "normal",
-            Decision::Blast => "blast",
-            Decision::Uncertain => "uncertain",
-        }
-    }
-}
+/// What the device made of one classified frame: the screening rule's own type.
+pub use leukoscope_screening::Decision;
 
 /// The summary of a screened slide (the `SLIDE` event).
 #[derive(Debug, Clone, PartialEq)]
@@ -88,9 +65,14 @@ pub struct SlideSummary {
     pub good: u32,
     /// Frames rejected for a retake.
     pub retakes: u32,
-    /// Cells counted per class, in class order.
+    /// Good fields: fields of the slide with a frame that passed the quality gate (what the
+    /// verdict counts).
+    pub fields: u32,
+    /// Why there is no verdict, for [`Verdict::Incomplete`] (the fault that cut the scan short).
+    pub reason: Option<String>,
+    /// Frames counted per class (confident frames), in class order.
     pub counts: Vec<(String, u32)>,
-    /// Blasts / counted cells, 0..=1.
+    /// Blast fields / confident fields, 0..=1 (the fraction the verdict used).
     pub blast_fraction: f64,
 }
 
@@ -307,6 +289,7 @@ impl Event {
                     f("frames", s.frames.into()),
                     f("good", s.good.into()),
                     f("retakes", s.retakes.into()),
+                    f("fields", s.fields.into()),
                 ];
                 v.extend(
                     s.counts
@@ -314,6 +297,9 @@ impl Event {
                         .map(|(label, n)| (count_key(label), (*n).into())),
                 );
                 v.push(f("blast_fraction", Value::Fixed(s.blast_fraction, 4)));
+                if let Some(reason) = &s.reason {
+                    v.push(f("reason", reason.as_str().into()));
+                }
                 v.push(f("note", "screening aid".into()));
                 v
             }

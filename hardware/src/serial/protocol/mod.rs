@@ -21,7 +21,7 @@
 //! | --- | --- | --- |
 //! | `RESULT` | `frame slide label confidence decision time` | a frame was classified; `confidence` 0..1 with 3 decimals; `decision` is `normal`, `blast` or `uncertain` |
 //! | `RETAKE` | `frame reason time` | a frame was rejected; `reason` is `focus`, `exposure` or `empty` |
-//! | `SLIDE` | `slide verdict frames good retakes count_<class>… blast_fraction note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer` or `insufficient`; one `count_<class>` per class (class lower-cased, other characters `_`); `blast_fraction` 0..1 with 4 decimals; `note` is always `"screening aid"` |
+//! | `SLIDE` | `slide verdict frames good retakes fields count_<class>… blast_fraction [reason] note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer`, `insufficient` or `incomplete` (the scan was cut short by a fault: no verdict, `reason` says which fault); `frames`, `good`, `retakes` count frames, `fields` the good fields (what the verdict counts); one `count_<class>` per class (confident frames; class lower-cased, other characters `_`); `blast_fraction` (blast fields / confident fields) 0..1 with 4 decimals; `note` is always `"screening aid"` |
 //! | `STATUS` | `state slide frames model uptime` | `state` is `starting`, `idle`, `screening` or `fault`; `uptime` in seconds |
 //! | `ERROR` | `code message` | `code` is `camera_lost`, `disk_full`, `model_refused` or `internal` |
 //! | `SELFTEST` | `check ok detail` | one self-test result; `ok` is `true` or `false` |
@@ -42,7 +42,7 @@
 //! | `HELP` | `HELP` |
 //! | `PING` | `PONG` |
 //! | `STATUS` | `STATUS` |
-//! | `START [slide-id]` | `OK` (slide id: 1–32 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit) |
+//! | `START [slide-id]` | `OK` with the slide id (1–32 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit), or `ERR code=refused` when no session could be opened (a fault stopped classifying, the database refused) |
 //! | `STOP` | `OK` (and the `SLIDE` summary) |
 //! | `LAST [n]` | the last `n` (default 1, at most [`MAX_LAST`]) `RESULT`/`RETAKE` lines, then `OK` |
 //! | `MODEL` | `MODEL` |

@@ -1,0 +1,604 @@
+//! Which frames show the same microscope field.
+//!
+//! The slide verdict counts **fields** (positions of the slide under the objective), not frames:
+//! a field held under the objective for 60 camera frames is one field. [`FieldTracker`] gives each
+//! frame its field number, or none while the stage moves.
+//!
+//! # Camera and stream sources ([`FieldMode::Motion`])
+//! Each frame is reduced to a **signature**: its luma, area-averaged to at most
+//! [`SIGNATURE_SIDE`] px on the long side (sensor noise averages out; 1–2 px of jitter become a
+//! fraction of a signature pixel), minus its local mean (a 7×7 box: lamp gradients and vignetting
+//! go), scaled to zero mean and unit energy (exposure flicker goes). Two signatures are compared
+//! by **phase correlation** (the translation between them) and the normalized correlation of
+//! their overlap at that translation ([`Match`]).
+//!
+//! * A frame is **still** when it matches the previous frame within
+//!   [`FieldConfig::still_max_shift`] with a correlation of at least
+//!   [`FieldConfig::still_threshold`].
+//! * A frame **stays in the current field** when it matches the field's first frame with a
+//!   correlation of at least [`FieldConfig::same_threshold`] over an overlap of at least
+//!   [`FieldConfig::min_overlap`] of the frame (so re-centring a cell is not a new field).
+//! * Otherwise it belongs to no field until [`FieldConfig::settle_frames`] frames in a row have
+//!   been still: the frame that completes them starts a new field (motion-blurred frames between
+//!   fields count for no field). A new field that matches an earlier field of the session takes
+//!   that field's number back: going back to a field does not count it twice.
+//!
+//! The defaults come from measurements on the Taleqani pictures (`edge bench --fields`, README
+//! "Fields").
+//!
+//! # Files and watched folders ([`FieldMode::EachPicture`])
+//! Each picture is a field of its own, except that a picture byte- or pixel-identical to an
+//! earlier one of the session is that earlier picture's field again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use image::RgbImage;
+use rustfft::num_complex::Complex32;
+use rustfft::{Fft, FftPlanner};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The long side of a frame's signature, in pixels.
+pub const SIGNATURE_SIDE: u32 = 64;
+
+/// How fields are told apart (config section `[fields]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Correlation (0..1) with the current field's first frame needed to stay in that field.
+    pub same_threshold: f32,
+    /// Share (0..1) of the frame that must overlap the current field's first frame to stay in it.
+    pub min_overlap: f32,
+    /// Correlation (0..1) with the previous frame for a frame to be still.
+    pub still_threshold: f32,
+    /// Largest translation from the previous frame, as a share of the signature's long side
+    /// (0..1), for a frame to be still.
+    pub still_max_shift: f32,
+    /// Still frames in a row needed before a new field starts.
+    pub settle_frames: u32,
+}
+
+impl Default for FieldConfig {
+    fn default() -> Self {
+        FieldConfig {
+            same_threshold: 0.5,
+            min_overlap: 0.5,
+            still_threshold: 0.7,
+            still_max_shift: 0.04,
+            settle_frames: 1,
+        }
+    }
+}
+
+impl FieldConfig {
+    /// Checks the values; the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("fields.same_threshold", self.same_threshold),
+            ("fields.min_overlap", self.min_overlap),
+            ("fields.still_threshold", self.still_threshold),
+            ("fields.still_max_shift", self.still_max_shift),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be within 0..1, got {v}"));
+            }
+        }
+        if self.settle_frames == 0 {
+            return Err("fields.settle_frames must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How a source's frames map to fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldMode {
+    /// A camera or a stream: fields from the picture's motion (see the module documentation).
+    Motion,
+    /// Files or a watched folder: each distinct picture is a field.
+    EachPicture,
+}
+
+impl FieldMode {
+    /// The mode of a source: pictures for files and watched folders, motion otherwise.
+    pub fn of_source(spec: &crate::source::SourceSpec) -> Self {
+        use crate::source::SourceSpec;
+        match spec {
+            SourceSpec::Files(_) | SourceSpec::Watch { .. } => FieldMode::EachPicture,
+            SourceSpec::V4l2 { .. } | SourceSpec::Stdin => FieldMode::Motion,
+        }
+    }
+}
+
+/// A frame reduced for comparison: zero-mean, unit-energy, high-passed luma.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    width: usize,
+    height: usize,
+    values: Vec<f32>,
+}
+
+impl Signature {
+    /// The signature of a frame (an empty frame gives an empty signature, which matches nothing).
+    pub fn of(image: &RgbImage) -> Signature {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Signature {
+                width: 0,
+                height: 0,
+                values: Vec::new(),
+            };
+        }
+        let scale = f64::from(SIGNATURE_SIDE) / f64::from(w.max(h));
+        let sw = ((f64::from(w) * scale).round() as usize).clamp(1, SIGNATURE_SIDE as usize);
+        let sh = ((f64::from(h) * scale).round() as usize).clamp(1, SIGNATURE_SIDE as usize);
+        let mut sum = vec![0f32; sw * sh];
+        let mut count = vec![0u32; sw * sh];
+        let raw = image.as_raw();
+        for y in 0..h as usize {
+            let sy = y * sh / h as usize;
+            let row = &raw[y * w as usize * 3..(y + 1) * w as usize * 3];
+            for (x, px) in row.chunks_exact(3).enumerate() {
+                let sx = x * sw / w as usize;
+                let luma =
+                    0.299 * f32::from(px[0]) + 0.587 * f32::from(px[1]) + 0.114 * f32::from(px[2]);
+                sum[sy * sw + sx] += luma;
+                count[sy * sw + sx] += 1;
+            }
+        }
+        let luma: Vec<f32> = sum
+            .iter()
+            .zip(&count)
+            .map(|(s, &n)| s / n.max(1) as f32)
+            .collect();
+        let mut values = high_pass(&luma, sw, sh, 3);
+        let mean = values.iter().sum::<f32>() / values.len() as f32;
+        values.iter_mut().for_each(|v| *v -= mean);
+        let energy = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if energy > 1e-3 {
+            values.iter_mut().for_each(|v| *v /= energy);
+        } else {
+            values.iter_mut().for_each(|v| *v = 0.0);
+        }
+        Signature {
+            width: sw,
+            height: sh,
+            values,
+        }
+    }
+
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.values[y * self.width + x]
+    }
+}
+
+/// `values` minus their mean over a (2r+1)² box (clamped at the borders).
+fn high_pass(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for x in 0..w {
+            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let mut s = 0.0;
+            for yy in y0..y1 {
+                s += values[yy * w + x0..yy * w + x1].iter().sum::<f32>();
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as f32;
+            out[y * w + x] = values[y * w + x] - s / n;
+        }
+    }
+    out
+}
+
+/// How two signatures line up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Match {
+    /// The translation of the second relative to the first, in signature pixels.
+    pub shift: (i32, i32),
+    /// Share of the frame the two have in common at that translation (0..1).
+    pub overlap: f32,
+    /// Normalized correlation of the overlapping parts (-1..1).
+    pub correlation: f32,
+}
+
+impl Match {
+    /// The translation's length as a share of the signature's long side.
+    pub fn shift_share(&self) -> f32 {
+        let (dx, dy) = self.shift;
+        ((dx * dx + dy * dy) as f32).sqrt() / SIGNATURE_SIDE as f32
+    }
+}
+
+/// Phase correlation of signatures of one size (FFT plans kept between frames).
+struct Correlator {
+    width: usize,
+    height: usize,
+    rows: Arc<dyn Fft<f32>>,
+    rows_inverse: Arc<dyn Fft<f32>>,
+    columns: Arc<dyn Fft<f32>>,
+    columns_inverse: Arc<dyn Fft<f32>>,
+    column: Vec<Complex32>,
+}
+
+impl Correlator {
+    fn new(width: usize, height: usize) -> Self {
+        let mut planner = FftPlanner::new();
+        Correlator {
+            width,
+            height,
+            rows: planner.plan_fft_forward(width),
+            rows_inverse: planner.plan_fft_inverse(width),
+            columns: planner.plan_fft_forward(height),
+            columns_inverse: planner.plan_fft_inverse(height),
+            column: vec![Complex32::default(); height],
+        }
+    }
+
+    fn transform(&mut self, data: &mut [Complex32], inverse: bool) {
+        let (w, h) = (self.width, self.height);
+        let (rows, columns) = if inverse {
+            (&self.rows_inverse, &self.columns_inverse)
+        } else {
+            (&self.rows, &self.columns)
+        };
+        rows.process(data);
+        for x in 0..w {
+            for y in 0..h {
+                self.column[y] = data[y * w + x];
+            }
+            columns.process(&mut self.column);
+            for y in 0..h {
+                data[y * w + x] = self.column[y];
+            }
+        }
+    }
+
+    fn spectrum(&mut self, s: &Signature) -> Vec<Complex32> {
+        let mut data: Vec<Complex32> = s.values.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        self.transform(&mut data, false);
+        data
+    }
+
+    /// How `b` lines up with `a` (same size): the phase-correlation peak, then the correlation
+    /// over the overlap.
+    fn compare(&mut self, a: &Signature, b: &Signature) -> Match {
+        let (w, h) = (self.width, self.height);
+        let fa = self.spectrum(a);
+        let fb = self.spectrum(b);
+        let mut cross: Vec<Complex32> = fa
+            .iter()
+            .zip(&fb)
+            .map(|(x, y)| {
+                let c = x.conj() * y;
+                let n = c.norm();
+                if n > 1e-12 {
+                    c / n
+                } else {
+                    Complex32::default()
+                }
+            })
+            .collect();
+        self.transform(&mut cross, true);
+        let peak = (0..cross.len())
+            .max_by(|&i, &j| cross[i].re.total_cmp(&cross[j].re))
+            .unwrap_or(0);
+        let wrap = |v: usize, n: usize| {
+            if v > n / 2 {
+                v as i32 - n as i32
+            } else {
+                v as i32
+            }
+        };
+        let shift = (wrap(peak % w, w), wrap(peak / w, h));
+        overlap_correlation(a, b, shift)
+    }
+}
+
+/// The correlation of `a` and `b` where they overlap when `b` is moved by `shift`.
+fn overlap_correlation(a: &Signature, b: &Signature, shift: (i32, i32)) -> Match {
+    let (w, h) = (a.width as i32, a.height as i32);
+    let (dx, dy) = shift;
+    let (ox, oy) = (w - dx.abs(), h - dy.abs());
+    if ox <= 0 || oy <= 0 {
+        return Match {
+            shift,
+            overlap: 0.0,
+            correlation: 0.0,
+        };
+    }
+    let (mut ab, mut aa, mut bb, mut sa, mut sb) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for y in 0..oy {
+        let (ya, yb) = if dy >= 0 { (y, y + dy) } else { (y - dy, y) };
+        for x in 0..ox {
+            let (xa, xb) = if dx >= 0 { (x, x + dx) } else { (x - dx, x) };
+            let va = f64::from(a.at(xa as usize, ya as usize));
+            let vb = f64::from(b.at(xb as usize, yb as usize));
+            ab += va * vb;
+            aa += va * va;
+            bb += vb * vb;
+            sa += va;
+            sb += vb;
+        }
+    }
+    let n = f64::from(ox * oy);
+    let cov = ab - sa * sb / n;
+    let var = (aa - sa * sa / n) * (bb - sb * sb / n);
+    let correlation = if var > 1e-18 {
+        (cov / var.sqrt()) as f32
+    } else {
+        0.0
+    };
+    Match {
+        shift,
+        overlap: (ox * oy) as f32 / (w * h) as f32,
+        correlation,
+    }
+}
+
+/// Compares two frames' signatures (`None` when their sizes differ or one is empty).
+pub fn compare(a: &Signature, b: &Signature) -> Option<Match> {
+    if a.width != b.width || a.height != b.height || a.values.is_empty() {
+        return None;
+    }
+    Some(Correlator::new(a.width, a.height).compare(a, b))
+}
+
+/// Gives each frame of a session its field number (1, 2, …), or none between fields.
+pub struct FieldTracker {
+    config: FieldConfig,
+    mode: FieldMode,
+    correlator: Option<Correlator>,
+    previous: Option<Signature>,
+    still_run: u32,
+    current: Option<u32>,
+    /// The first frame of each field, by field number - 1.
+    references: Vec<Signature>,
+    /// Each-picture mode: field numbers by byte and pixel digest.
+    seen: HashMap<String, u32>,
+    fields: u32,
+}
+
+impl FieldTracker {
+    /// A tracker for a new session.
+    pub fn new(config: FieldConfig, mode: FieldMode) -> Self {
+        FieldTracker {
+            config,
+            mode,
+            correlator: None,
+            previous: None,
+            still_run: 0,
+            current: None,
+            references: Vec::new(),
+            seen: HashMap::new(),
+            fields: 0,
+        }
+    }
+
+    /// Forgets every field: the next frame belongs to a new session.
+    pub fn reset(&mut self) {
+        *self = FieldTracker::new(self.config.clone(), self.mode);
+    }
+
+    /// Fields started so far.
+    pub fn fields(&self) -> u32 {
+        self.fields
+    }
+
+    /// The field of the next frame of the session: `image` as decoded, `sha256` the digest of
+    /// the frame as received.
+    pub fn place(&mut self, image: &RgbImage, sha256: &str) -> Option<u32> {
+        match self.mode {
+            FieldMode::EachPicture => Some(self.place_picture(image, sha256)),
+            FieldMode::Motion => self.place_moving(Signature::of(image)),
+        }
+    }
+
+    fn place_picture(&mut self, image: &RgbImage, sha256: &str) -> u32 {
+        let pixels = format!("px:{}:{}:{}", image.width(), image.height(), {
+            hex::encode(Sha256::digest(image.as_raw()))
+        });
+        let bytes = format!("bytes:{sha256}");
+        if let Some(&field) = self.seen.get(&bytes).or_else(|| self.seen.get(&pixels)) {
+            self.seen.insert(bytes, field);
+            self.seen.insert(pixels, field);
+            return field;
+        }
+        self.fields += 1;
+        self.seen.insert(bytes, self.fields);
+        self.seen.insert(pixels, self.fields);
+        self.fields
+    }
+
+    fn compare(&mut self, a: &Signature, b: &Signature) -> Option<Match> {
+        if a.width != b.width || a.height != b.height || a.values.is_empty() {
+            return None;
+        }
+        let correlator = match &mut self.correlator {
+            Some(c) if c.width == a.width && c.height == a.height => c,
+            slot => slot.insert(Correlator::new(a.width, a.height)),
+        };
+        Some(correlator.compare(a, b))
+    }
+
+    fn same_field(&self, m: Option<Match>) -> bool {
+        m.is_some_and(|m| {
+            m.correlation >= self.config.same_threshold && m.overlap >= self.config.min_overlap
+        })
+    }
+
+    fn place_moving(&mut self, signature: Signature) -> Option<u32> {
+        let previous = self.previous.take();
+        let still = match &previous {
+            Some(p) => self.compare(p, &signature).is_some_and(|m| {
+                m.correlation >= self.config.still_threshold
+                    && m.shift_share() <= self.config.still_max_shift
+            }),
+            None => false,
+        };
+        self.still_run = if still { self.still_run + 1 } else { 0 };
+        let placed = self.place_signature(&signature);
+        self.previous = Some(signature);
+        placed
+    }
+
+    fn place_signature(&mut self, signature: &Signature) -> Option<u32> {
+        if let Some(current) = self.current {
+            let reference = self.references[current as usize - 1].clone();
+            let m = self.compare(&reference, signature);
+            if self.same_field(m) {
+                return Some(current);
+            }
+        }
+        if self.still_run < self.config.settle_frames {
+            return None;
+        }
+        for i in 0..self.references.len() {
+            if Some(i as u32 + 1) == self.current {
+                continue;
+            }
+            let reference = self.references[i].clone();
+            let m = self.compare(&reference, signature);
+            if self.same_field(m) {
+                self.current = Some(i as u32 + 1);
+                return self.current;
+            }
+        }
+        self.references.push(signature.clone());
+        self.fields += 1;
+        self.current = Some(self.fields);
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A synthetic smear field: pale background, dark round cells at places drawn from `seed`,
+    /// seen through a window moved by `(dx, dy)` px, with sensor noise `noise` and gain `gain`.
+    pub(crate) fn field(seed: u64, dx: i32, dy: i32, noise: f32, gain: f32) -> RgbImage {
+        let mut rng = leukoscope_model::seeded::SplitMix64::new(seed);
+        let cells: Vec<(f32, f32, f32)> = (0..40)
+            .map(|_| {
+                (
+                    rng.unit() * 400.0,
+                    rng.unit() * 300.0,
+                    6.0 + rng.unit() * 10.0,
+                )
+            })
+            .collect();
+        let mut noise_rng =
+            leukoscope_model::seeded::SplitMix64::new(seed ^ 0x9e37 ^ (dx as u64) << 8);
+        RgbImage::from_fn(320, 240, |x, y| {
+            let (fx, fy) = ((x as i32 + dx + 40) as f32, (y as i32 + dy + 30) as f32);
+            let inside = cells
+                .iter()
+                .any(|&(cx, cy, r)| (fx - cx).powi(2) + (fy - cy).powi(2) < r * r);
+            let base = if inside { 90.0 } else { 220.0 };
+            let mut v = |b: f32| {
+                (b * gain + (noise_rng.unit() - 0.5) * 2.0 * noise).clamp(0.0, 255.0) as u8
+            };
+            Rgb([v(base), v(base * 0.8), v(base * 0.95)])
+        })
+    }
+
+    #[test]
+    fn a_noisy_jittery_flickering_field_is_one_field() {
+        let mut t = FieldTracker::new(FieldConfig::default(), FieldMode::Motion);
+        let placed: Vec<Option<u32>> = (0..30)
+            .map(|i| {
+                let j = (i % 5) - 2;
+                let gain = 1.0 + 0.08 * ((i % 3) as f32 - 1.0);
+                t.place(&field(7, j, -j, 12.0, gain), "")
+            })
+            .collect();
+        assert_eq!(placed[0], None, "the first frame has not been still yet");
+        assert!(placed[1..].iter().all(|&f| f == Some(1)), "{placed:?}");
+        assert_eq!(t.fields(), 1);
+    }
+
+    #[test]
+    fn distinct_fields_are_counted_and_a_revisited_one_keeps_its_number() {
+        let mut t = FieldTracker::new(FieldConfig::default(), FieldMode::Motion);
+        let mut seq = Vec::new();
+        for seed in [1, 2, 3, 1] {
+            for _ in 0..3 {
+                seq.push(t.place(&field(seed, 0, 0, 8.0, 1.0), ""));
+            }
+        }
+        assert_eq!(
+            seq,
+            [
+                None,
+                Some(1),
+                Some(1),
+                None,
+                Some(2),
+                Some(2),
+                None,
+                Some(3),
+                Some(3),
+                None
+            ]
+            .into_iter()
+            .chain([Some(1), Some(1)])
+            .collect::<Vec<_>>()
+        );
+        assert_eq!(t.fields(), 3);
+    }
+
+    #[test]
+    fn a_small_move_stays_in_the_field_and_a_large_one_starts_a_new_one() {
+        let mut t = FieldTracker::new(FieldConfig::default(), FieldMode::Motion);
+        t.place(&field(4, 0, 0, 5.0, 1.0), "");
+        assert_eq!(t.place(&field(4, 0, 0, 5.0, 1.0), ""), Some(1));
+        // A quarter of the frame: the same cells, re-centred.
+        assert_eq!(t.place(&field(4, 60, 20, 5.0, 1.0), ""), Some(1));
+        // Three quarters of the frame away: mostly new cells (moving, then still).
+        assert_eq!(t.place(&field(4, 240, 0, 5.0, 1.0), ""), None);
+        assert_eq!(t.place(&field(4, 240, 0, 5.0, 1.0), ""), Some(2));
+    }
+
+    #[test]
+    fn phase_correlation_finds_the_translation() {
+        let a = Signature::of(&field(9, 0, 0, 0.0, 1.0));
+        let b = Signature::of(&field(9, 40, -20, 0.0, 1.0));
+        let m = compare(&a, &b).unwrap();
+        // 40 px and -20 px of 320 px → 8 and -4 signature pixels (the frame moves the other way).
+        assert_eq!(m.shift, (-8, 4), "{m:?}");
+        assert!(m.correlation > 0.8, "{m:?}");
+        let other = Signature::of(&field(10, 0, 0, 0.0, 1.0));
+        assert!(compare(&a, &other).unwrap().correlation < 0.5);
+    }
+
+    #[test]
+    fn pictures_are_fields_unless_identical() {
+        let mut t = FieldTracker::new(FieldConfig::default(), FieldMode::EachPicture);
+        let a = field(1, 0, 0, 0.0, 1.0);
+        let b = field(2, 0, 0, 0.0, 1.0);
+        assert_eq!(t.place(&a, "aa"), Some(1));
+        assert_eq!(t.place(&b, "bb"), Some(2));
+        // The same bytes again, and the same pixels in another encoding.
+        assert_eq!(t.place(&a, "aa"), Some(1));
+        assert_eq!(t.place(&b, "cc"), Some(2));
+        assert_eq!(t.fields(), 2);
+        t.reset();
+        assert_eq!(t.place(&b, "bb"), Some(1));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_name() {
+        let bad = FieldConfig {
+            min_overlap: 1.5,
+            ..FieldConfig::default()
+        };
+        assert!(bad.check().unwrap_err().contains("fields.min_overlap"));
+        let zero = FieldConfig {
+            settle_frames: 0,
+            ..FieldConfig::default()
+        };
+        assert!(zero.check().unwrap_err().contains("settle_frames"));
+    }
+}

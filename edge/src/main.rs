@@ -35,6 +35,10 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Measure decode, preprocess and inference latency (p50/p95) and frames/s.
     Bench(BenchArgs),
+    /// Measure how the field tracker tells microscope fields apart on pictures (of your own
+    /// microscope, ideally): the same field under noise, jitter and flicker, moved views and
+    /// other fields, judged with the `[fields]` settings of `--config` (else the defaults).
+    Fields(FieldsArgs),
     /// The device program: frames from a camera, an MJPEG stream on stdin, a watched folder or
     /// files → quality gate → model → per-frame and per-slide verdicts, each committed to the
     /// SQLite audit log before it is shown on the panel, sent on the serial line and printed
@@ -237,6 +241,22 @@ struct BenchArgs {
     resolutions: Vec<String>,
 }
 
+#[derive(Args)]
+struct FieldsArgs {
+    /// Pictures (JPEG, PNG) and folders of them (walked recursively).
+    #[arg(required = true)]
+    pictures: Vec<PathBuf>,
+    /// Device config whose `[fields]` settings to judge.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Pictures to use at most (evenly spread over those found).
+    #[arg(long, default_value_t = 300)]
+    limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchFormat {
     Table,
@@ -430,6 +450,7 @@ fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
+        Command::Fields(a) => measure_fields(a),
         Command::Bench(a) => {
             leukoscope_model::bench::set_engine_threads(a.threads);
             let model = a.model.load()?;
@@ -527,6 +548,31 @@ fn parse_resolution(r: &str) -> Result<(u32, u32)> {
         .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
         .filter(|&(w, h): &(u32, u32)| w > 0 && h > 0)
         .with_context(|| format!("resolution {r:?}: expected WIDTHxHEIGHT, e.g. 1280x720"))
+}
+
+fn measure_fields(a: FieldsArgs) -> Result<i32> {
+    let config = match &a.config {
+        Some(path) => edge::config::RunConfig::load(path)?.fields,
+        None => edge::fields::FieldConfig::default(),
+    };
+    let files = leukoscope_model::images::expand_paths(&a.pictures);
+    if files.is_empty() {
+        anyhow::bail!("no JPEG or PNG pictures in {:?}", a.pictures);
+    }
+    let step = files.len().div_ceil(a.limit.max(1));
+    let mut pictures = Vec::new();
+    for path in files.iter().step_by(step.max(1)) {
+        match leukoscope_model::preprocess::decode_image(path) {
+            Ok(p) => pictures.push(p),
+            Err(e) => eprintln!("skipped: {e}"),
+        }
+    }
+    let m = edge::fields::measure_pictures(&pictures, &config, 17);
+    match a.format {
+        BenchFormat::Table => print!("{m}"),
+        BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+    }
+    Ok(0)
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {

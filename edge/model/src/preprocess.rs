@@ -13,6 +13,7 @@ use image::RgbImage;
 use thiserror::Error;
 
 use crate::contract::{ModelContract, ResizeMethod};
+use crate::picture::DecodeLimits;
 
 /// A picture that could not be read or turned into a model input.
 #[derive(Debug, Error)]
@@ -45,7 +46,8 @@ pub enum PreprocessError {
 
 /// Reads and decodes an image file (JPEG or PNG, by content, not by name) as 8-bit RGB.
 ///
-/// Truncated and corrupt files are errors naming the file; nothing panics.
+/// Empty, truncated, corrupt and oversized files are errors naming the file and the problem
+/// ([`decode_image_bytes`]); nothing panics.
 pub fn decode_image(path: &Path) -> Result<RgbImage, PreprocessError> {
     let bytes = std::fs::read(path).map_err(|e| PreprocessError::Decode {
         path: path.to_path_buf(),
@@ -57,13 +59,13 @@ pub fn decode_image(path: &Path) -> Result<RgbImage, PreprocessError> {
     })
 }
 
-/// Decodes an encoded image held in memory (JPEG or PNG) as 8-bit RGB.
+/// Decodes an encoded image held in memory (JPEG or PNG) as 8-bit RGB, within the default
+/// [`DecodeLimits`].
+///
+/// Only a whole picture decodes: an empty, truncated or corrupt one, or one too large for the
+/// limits, is an error saying what is wrong ([`crate::picture`]).
 pub fn decode_image_bytes(bytes: &[u8]) -> Result<RgbImage, String> {
-    let format = image::guess_format(bytes).map_err(|_| {
-        "not an image (unrecognised content; JPEG and PNG are supported)".to_string()
-    })?;
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
-    Ok(img.into_rgb8())
+    crate::picture::decode(bytes, &DecodeLimits::default()).map_err(|e| e.to_string())
 }
 
 /// Turns a decoded RGB picture into the model's input (`3 × H × W` values, CHW).

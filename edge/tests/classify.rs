@@ -87,6 +87,97 @@ fn folders_are_classified_and_bad_images_reported_without_stopping() {
     assert!(text.lines().nth(1).unwrap().contains(",red,"), "{text}");
 }
 
+/// Pictures that are not whole, each with what its error must say.
+fn partial_pictures(dir: &Path) -> Vec<(&'static str, &'static str)> {
+    let jpeg = common::smear_jpeg(160, 120, 7, 20);
+    assert!(jpeg.len() > 3000, "{} bytes", jpeg.len());
+    std::fs::write(dir.join("truncated.jpg"), &jpeg[..3000]).unwrap();
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    std::fs::write(dir.join("header-only.jpg"), &jpeg[..sos]).unwrap();
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(20, 16, image::Rgb([230, 20, 20]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    // IEND is the last chunk: 4 bytes length, 4 type, 4 CRC.
+    std::fs::write(dir.join("no-iend.png"), &png[..png.len() - 12]).unwrap();
+    std::fs::write(dir.join("empty.jpg"), b"").unwrap();
+    vec![
+        (
+            "truncated.jpg",
+            "truncated JPEG: no end-of-image marker (EOI) after 3000 bytes",
+        ),
+        ("header-only.jpg", "truncated JPEG"),
+        ("no-iend.png", "ends before its IEND chunk"),
+        ("empty.jpg", "empty file (0 bytes)"),
+    ]
+}
+
+#[test]
+fn partial_pictures_get_an_error_row_and_no_result_and_the_others_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.onnx");
+    write_model(&model, true);
+    let imgs = dir.path().join("imgs");
+    images(&imgs);
+    std::fs::remove_file(imgs.join("sub/broken.jpg")).unwrap();
+    let bad = partial_pictures(&imgs);
+    let out = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        imgs.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 + bad.len(), "{rows:?}");
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+    };
+    assert_eq!(by_name("red.png")["label"], "red");
+    assert_eq!(by_name("blue.jpg")["label"], "blue");
+    for (name, says) in &bad {
+        let row = by_name(name);
+        for key in ["label", "confidence", "probabilities"] {
+            assert!(row[key].is_null(), "{name}: {row}");
+        }
+        let error = row["error"].as_str().unwrap();
+        assert!(error.contains(name) && error.contains(says), "{error}");
+        assert!(stderr.contains(error), "{stderr}");
+    }
+
+    // One partial picture alone: exit 2 in every format, no label or confidence.
+    let cut = imgs.join("truncated.jpg");
+    for format in ["csv", "table"] {
+        let out = edge(&[
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            format,
+            cut.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains("truncated JPEG"), "{text}");
+        if format == "csv" {
+            let prefix = format!("{},,,,,", cut.display());
+            assert!(row.starts_with(&prefix), "{text}");
+        } else {
+            assert!(row.contains("ERROR"), "{text}");
+        }
+    }
+}
+
 #[test]
 fn unusable_models_get_one_clear_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -242,6 +242,78 @@ fn unusable_models_get_one_clear_message() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"label\":\"red\""));
 }
 
+/// A `GlobalAveragePool` graph whose contract names `size`, with or without graph outputs.
+fn write_odd_model(path: &Path, size: u32, with_outputs: bool) {
+    use leukoscope_model::onnx::graph::{GraphBuilder, value_info};
+    use prost::Message;
+    let mut g = GraphBuilder::new();
+    g.node(
+        "GlobalAveragePool",
+        &["image"],
+        vec![],
+        Some("probabilities"),
+    );
+    let outputs = if with_outputs {
+        vec![value_info("probabilities", &[None, Some(2)])]
+    } else {
+        vec![]
+    };
+    let contract =
+        leukoscope_model::contract::ModelContract::new(vec!["red".into(), "blue".into()], size);
+    let s = Some(i64::from(size));
+    let model = g.finish(
+        value_info("image", &[None, Some(3), s, s]),
+        outputs,
+        contract.to_metadata(),
+        "edge-tests",
+    );
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn models_without_outputs_or_with_a_huge_input_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    images(&dir.path().join("imgs"));
+    let img = dir.path().join("imgs/red.png");
+    let classify = |model: &Path, extra: &[&str]| {
+        let mut a = vec!["classify", "--model", model.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.push(img.to_str().unwrap());
+        let started = std::time::Instant::now();
+        let out = edge(&a);
+        // 100000² inputs would be 120 GB of f32 per picture: refused before any allocation.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(out.stdout.is_empty(), "no header, no rows");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+
+    let no_outputs = dir.path().join("no-outputs.onnx");
+    write_odd_model(&no_outputs, 8, false);
+    let err = classify(&no_outputs, &[]);
+    assert!(
+        err.contains("no-outputs.onnx") && err.contains("without outputs"),
+        "{err}"
+    );
+
+    let huge = dir.path().join("huge-input.onnx");
+    write_odd_model(&huge, 100_000, true);
+    let err = classify(&huge, &[]);
+    assert!(
+        err.contains("huge-input.onnx")
+            && err.contains("input size 100000x100000 is larger than 4096 px on a side"),
+        "{err}"
+    );
+
+    // The same size given on the command line for a model without a contract.
+    let bare = dir.path().join("bare.onnx");
+    write_model(&bare, false);
+    let err = classify(&bare, &["--labels", "red,blue", "--size", "100000"]);
+    assert!(err.contains("larger than 4096 px"), "{err}");
+}
+
 #[test]
 fn evaluate_writes_the_report_and_refuses_unknown_classes() {
     let dir = tempfile::tempdir().unwrap();

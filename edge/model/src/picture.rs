@@ -152,17 +152,16 @@ const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
 /// Checks that `bytes` hold one whole JPEG or PNG within `limits`, without decoding it.
 pub fn check(bytes: &[u8], limits: &DecodeLimits) -> Result<PictureInfo, PictureError> {
-    let info = if bytes.is_empty() {
-        return Err(PictureError::Empty);
-    } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        walk_jpeg(bytes)?
-    } else if bytes.starts_with(&PNG_SIGNATURE[..4]) {
-        walk_png(bytes)?
-    } else {
-        return Err(match image::guess_format(bytes) {
-            Ok(f) => PictureError::Unsupported(format!("{f:?}")),
-            Err(_) => PictureError::NotAnImage,
-        });
+    let info = match bytes {
+        [] => return Err(PictureError::Empty),
+        [0xFF, 0xD8, ..] => walk_jpeg(bytes)?,
+        _ if bytes.starts_with(&PNG_SIGNATURE[..4]) => walk_png(bytes)?,
+        _ => {
+            return Err(match image::guess_format(bytes) {
+                Ok(f) => PictureError::Unsupported(format!("{f:?}")),
+                Err(_) => PictureError::NotAnImage,
+            });
+        }
     };
     check_limits(&info, limits)?;
     Ok(info)

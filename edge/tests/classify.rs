@@ -87,6 +87,97 @@ fn folders_are_classified_and_bad_images_reported_without_stopping() {
     assert!(text.lines().nth(1).unwrap().contains(",red,"), "{text}");
 }
 
+/// Pictures that are not whole, each with what its error must say.
+fn partial_pictures(dir: &Path) -> Vec<(&'static str, &'static str)> {
+    let jpeg = common::smear_jpeg(160, 120, 7, 20);
+    assert!(jpeg.len() > 3000, "{} bytes", jpeg.len());
+    std::fs::write(dir.join("truncated.jpg"), &jpeg[..3000]).unwrap();
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    std::fs::write(dir.join("header-only.jpg"), &jpeg[..sos]).unwrap();
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(20, 16, image::Rgb([230, 20, 20]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    // IEND is the last chunk: 4 bytes length, 4 type, 4 CRC.
+    std::fs::write(dir.join("no-iend.png"), &png[..png.len() - 12]).unwrap();
+    std::fs::write(dir.join("empty.jpg"), b"").unwrap();
+    vec![
+        (
+            "truncated.jpg",
+            "truncated JPEG: no end-of-image marker (EOI) after 3000 bytes",
+        ),
+        ("header-only.jpg", "truncated JPEG"),
+        ("no-iend.png", "ends before its IEND chunk"),
+        ("empty.jpg", "empty file (0 bytes)"),
+    ]
+}
+
+#[test]
+fn partial_pictures_get_an_error_row_and_no_result_and_the_others_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.onnx");
+    write_model(&model, true);
+    let imgs = dir.path().join("imgs");
+    images(&imgs);
+    std::fs::remove_file(imgs.join("sub/broken.jpg")).unwrap();
+    let bad = partial_pictures(&imgs);
+    let out = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        imgs.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 + bad.len(), "{rows:?}");
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+    };
+    assert_eq!(by_name("red.png")["label"], "red");
+    assert_eq!(by_name("blue.jpg")["label"], "blue");
+    for (name, says) in &bad {
+        let row = by_name(name);
+        for key in ["label", "confidence", "probabilities"] {
+            assert!(row[key].is_null(), "{name}: {row}");
+        }
+        let error = row["error"].as_str().unwrap();
+        assert!(error.contains(name) && error.contains(says), "{error}");
+        assert!(stderr.contains(error), "{stderr}");
+    }
+
+    // One partial picture alone: exit 2 in every format, no label or confidence.
+    let cut = imgs.join("truncated.jpg");
+    for format in ["csv", "table"] {
+        let out = edge(&[
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            format,
+            cut.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains("truncated JPEG"), "{text}");
+        if format == "csv" {
+            let prefix = format!("{},,,,,", cut.display());
+            assert!(row.starts_with(&prefix), "{text}");
+        } else {
+            assert!(row.contains("ERROR"), "{text}");
+        }
+    }
+}
+
 #[test]
 fn unusable_models_get_one_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +240,78 @@ fn unusable_models_get_one_clear_message() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"label\":\"red\""));
+}
+
+/// A `GlobalAveragePool` graph whose contract names `size`, with or without graph outputs.
+fn write_odd_model(path: &Path, size: u32, with_outputs: bool) {
+    use leukoscope_model::onnx::graph::{GraphBuilder, value_info};
+    use prost::Message;
+    let mut g = GraphBuilder::new();
+    g.node(
+        "GlobalAveragePool",
+        &["image"],
+        vec![],
+        Some("probabilities"),
+    );
+    let outputs = if with_outputs {
+        vec![value_info("probabilities", &[None, Some(2)])]
+    } else {
+        vec![]
+    };
+    let contract =
+        leukoscope_model::contract::ModelContract::new(vec!["red".into(), "blue".into()], size);
+    let s = Some(i64::from(size));
+    let model = g.finish(
+        value_info("image", &[None, Some(3), s, s]),
+        outputs,
+        contract.to_metadata(),
+        "edge-tests",
+    );
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn models_without_outputs_or_with_a_huge_input_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    images(&dir.path().join("imgs"));
+    let img = dir.path().join("imgs/red.png");
+    let classify = |model: &Path, extra: &[&str]| {
+        let mut a = vec!["classify", "--model", model.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.push(img.to_str().unwrap());
+        let started = std::time::Instant::now();
+        let out = edge(&a);
+        // 100000² inputs would be 120 GB of f32 per picture: refused before any allocation.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(out.stdout.is_empty(), "no header, no rows");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+
+    let no_outputs = dir.path().join("no-outputs.onnx");
+    write_odd_model(&no_outputs, 8, false);
+    let err = classify(&no_outputs, &[]);
+    assert!(
+        err.contains("no-outputs.onnx") && err.contains("without outputs"),
+        "{err}"
+    );
+
+    let huge = dir.path().join("huge-input.onnx");
+    write_odd_model(&huge, 100_000, true);
+    let err = classify(&huge, &[]);
+    assert!(
+        err.contains("huge-input.onnx")
+            && err.contains("input size 100000x100000 is larger than 4096 px on a side"),
+        "{err}"
+    );
+
+    // The same size given on the command line for a model without a contract.
+    let bare = dir.path().join("bare.onnx");
+    write_model(&bare, false);
+    let err = classify(&bare, &["--labels", "red,blue", "--size", "100000"]);
+    assert!(err.contains("larger than 4096 px"), "{err}");
 }
 
 #[test]

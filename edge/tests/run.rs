@@ -223,6 +223,119 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
     assert!(report.join("report.html").exists());
 }
 
+/// `jpeg` with 8 bytes of its image data overwritten so that its structure stays whole but the
+/// strict decoder refuses it (a lenient decoder renders such a picture with a smeared band).
+fn corrupted(jpeg: &[u8]) -> Vec<u8> {
+    let limits = leukoscope_model::picture::DecodeLimits::default();
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let data = sos + 14..jpeg.len() - 2;
+    (0..500)
+        .map(|i| {
+            let at = data.start + (i * 7919) % (data.len() - 8);
+            let mut c = jpeg.to_vec();
+            for (k, b) in c[at..at + 8].iter_mut().enumerate() {
+                *b = (i * 31 + k * 17) as u8 & 0x7F;
+            }
+            c
+        })
+        .find(|c| {
+            leukoscope_model::picture::check(c, &limits).is_ok()
+                && leukoscope_model::picture::decode(c, &limits).is_err()
+        })
+        .expect("some corruption of the image data is refused by the strict decoder")
+}
+
+#[test]
+fn frames_that_are_not_whole_are_skipped_and_never_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let whole: Vec<Vec<u8>> = (0..4).map(|i| benign(40 + i)).collect();
+    let cut = blast(50);
+    let corrupt = corrupted(&blast(51));
+    let mut stream = Vec::new();
+    stream.extend(&whole[0]);
+    stream.extend(&cut[..cut.len() / 2]); // truncated in the middle: the next SOI ends it
+    stream.extend(&whole[1]);
+    stream.extend(&corrupt);
+    stream.extend(&whole[2]);
+    stream.extend(&whole[3]);
+    stream.extend(&cut[..cut.len() - 10]); // truncated by the end of the stream
+    let stream_file = dir.path().join("stream.mjpeg");
+    std::fs::write(&stream_file, &stream).unwrap();
+    let out = edge_run(dir.path(), &["--source", "-"])
+        .stdin(File::open(&stream_file).unwrap())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("RESULT ")).count(),
+        4,
+        "{stdout}"
+    );
+    assert!(stderr.contains("skipped stdin#3: corrupt JPEG"), "{stderr}");
+    assert!(
+        stderr.contains("5 frames received, 4 recorded, 3 undecodable"),
+        "{stderr}"
+    );
+    let hash = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let frames = store.frames(1).unwrap();
+    let recorded: Vec<(u64, String)> = frames
+        .iter()
+        .map(|r| (r.frame.seq, r.frame.sha256.clone()))
+        .collect();
+    let expected: Vec<(u64, String)> = whole
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (i as u64 + 1, hash(w)))
+        .collect();
+    assert_eq!(recorded, expected);
+
+    // The same pictures as files: the cut and corrupt ones are skipped, never rows.
+    let files = tempfile::tempdir().unwrap();
+    let pictures = files.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    std::fs::copy(&model, files.path().join("tiny.onnx")).unwrap();
+    for (name, bytes) in [
+        ("1.jpg", whole[0].clone()),
+        ("2-cut.jpg", cut[..cut.len() / 2].to_vec()),
+        ("3-corrupt.jpg", corrupt),
+        ("4.jpg", whole[1].clone()),
+        ("5-empty.jpg", Vec::new()),
+    ] {
+        std::fs::write(pictures.join(name), bytes).unwrap();
+    }
+    let out = edge_run(files.path(), &["--source", pictures.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for (name, why) in [
+        ("2-cut.jpg", "truncated JPEG"),
+        ("3-corrupt.jpg", "corrupt JPEG"),
+        ("5-empty.jpg", "empty file"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("skipped") && l.contains(name) && l.contains(why)),
+            "{name}: {stderr}"
+        );
+    }
+    let store = Store::open_read_only(&files.path().join("audit.db")).unwrap();
+    let names: Vec<String> = store
+        .frames(1)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let name = Path::new(&r.frame.origin).file_name().unwrap();
+            name.to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["1.jpg", "4.jpg"]);
+}
+
 /// A running `edge run` with a pipe on stdin and its stdout read line by line.
 struct Running {
     child: Child,

@@ -1,5 +1,6 @@
 //! Folder and file sources: `watch:DIR` (files renamed in, files written slowly, non-image
-//! content, names that are ignored, files already there) and `PATH...`.
+//! content, names that are ignored, files already there) and `PATH...` (pictures that are not
+//! whole are skipped with the reason, never frames).
 
 use std::io::Write;
 use std::path::Path;
@@ -140,10 +141,15 @@ fn files_and_folders_are_read_in_order_and_bad_ones_reported() {
     std::fs::write(d.join("sub/1.jpg"), jpeg(8)).unwrap();
     std::fs::write(d.join("sub/notes.txt"), b"ignored in folders").unwrap();
     std::fs::write(d.join("broken.png"), b"\x89PNG but not really").unwrap();
+    let whole = jpeg(9);
+    std::fs::write(d.join("cut.jpg"), &whole[..whole.len() - 40]).unwrap();
+    std::fs::write(d.join("empty.jpg"), b"").unwrap();
     let spec = SourceSpec::Files(vec![
         d.join("sub"),
         d.join("missing.jpg"),
         d.join("broken.png"),
+        d.join("cut.jpg"),
+        d.join("empty.jpg"),
     ]);
     let h = source::open(&spec, &SourceOptions::default()).unwrap();
     let mut seen = Vec::new();
@@ -165,7 +171,9 @@ fn files_and_folders_are_read_in_order_and_bad_ones_reported() {
             "frame 1 1.jpg",
             "frame 2 2.jpg",
             "skipped missing.jpg: cannot read",
-            "skipped broken.png: not an image (unrecognised content; JPEG and PNG are supported)",
+            "skipped broken.png: corrupt PNG",
+            "skipped cut.jpg: truncated JPEG",
+            "skipped empty.jpg: empty file (0 bytes)",
         ]
     );
 }

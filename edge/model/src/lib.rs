@@ -21,6 +21,7 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx;
+pub mod picture;
 pub mod preprocess;
 pub mod seeded;
 pub mod variant;

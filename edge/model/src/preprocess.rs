@@ -13,6 +13,7 @@ use image::RgbImage;
 use thiserror::Error;
 
 use crate::contract::{ModelContract, ResizeMethod};
+use crate::picture::DecodeLimits;
 
 /// A picture that could not be read or turned into a model input.
 #[derive(Debug, Error)]
@@ -45,25 +46,34 @@ pub enum PreprocessError {
 
 /// Reads and decodes an image file (JPEG or PNG, by content, not by name) as 8-bit RGB.
 ///
-/// Truncated and corrupt files are errors naming the file; nothing panics.
+/// Empty, truncated, corrupt and oversized pictures are errors naming the file and the problem
+/// ([`decode_image_bytes`]); a file larger than the default [`DecodeLimits::max_alloc`] is
+/// refused before it is read. Nothing panics.
 pub fn decode_image(path: &Path) -> Result<RgbImage, PreprocessError> {
-    let bytes = std::fs::read(path).map_err(|e| PreprocessError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    decode_image_bytes(&bytes).map_err(|reason| PreprocessError::Decode {
+    let error = |reason: String| PreprocessError::Decode {
         path: path.to_path_buf(),
         reason,
-    })
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+    let len = file.metadata().map_err(|e| error(e.to_string()))?.len();
+    let limit = DecodeLimits::default().max_alloc;
+    if len > limit {
+        return Err(error(format!(
+            "{len} bytes, more than the decoding limit of {limit}"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| error(e.to_string()))?;
+    decode_image_bytes(&bytes).map_err(error)
 }
 
-/// Decodes an encoded image held in memory (JPEG or PNG) as 8-bit RGB.
+/// Decodes an encoded image held in memory (JPEG or PNG) as 8-bit RGB, within the default
+/// [`DecodeLimits`].
+///
+/// Only a whole picture decodes: an empty, truncated or corrupt one, or one too large for the
+/// limits, is an error saying what is wrong ([`crate::picture`]).
 pub fn decode_image_bytes(bytes: &[u8]) -> Result<RgbImage, String> {
-    let format = image::guess_format(bytes).map_err(|_| {
-        "not an image (unrecognised content; JPEG and PNG are supported)".to_string()
-    })?;
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
-    Ok(img.into_rgb8())
+    crate::picture::decode(bytes, &DecodeLimits::default()).map_err(|e| e.to_string())
 }
 
 /// Turns a decoded RGB picture into the model's input (`3 × H × W` values, CHW).
@@ -273,5 +283,15 @@ mod tests {
 
         let missing = decode_image(&dir.path().join("missing.png")).unwrap_err();
         assert!(missing.to_string().contains("missing.png"));
+
+        // Sparse: nothing is written, and nothing may be read.
+        let huge = dir.path().join("huge.jpg");
+        let file = std::fs::File::create(&huge).unwrap();
+        file.set_len(DecodeLimits::default().max_alloc + 1).unwrap();
+        let err = decode_image(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.jpg") && err.contains("more than the decoding limit"),
+            "{err}"
+        );
     }
 }

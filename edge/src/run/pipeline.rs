@@ -16,7 +16,8 @@ use leukoscope_screening::{DecisionConfig, FieldKey, FrameDecision, decide_frame
 /// A frame could not be processed.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    /// Its bytes are not a decodable image (garbage, truncated).
+    /// Its bytes are not one whole, decodable picture (garbage, truncated, corrupt, too large:
+    /// `leukoscope_model::picture`). The frame is skipped and counted, never recorded.
     #[error("{origin}: {reason}")]
     Decode {
         /// Where the frame came from.

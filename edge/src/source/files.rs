@@ -1,7 +1,9 @@
 //! `PATH...`: image files, and folders walked recursively like `edge classify` does
 //! ([`leukoscope_model::images::expand_paths`]: image extensions only, sorted). Each file becomes one frame
 //! with its bytes as they are on disk; then the source ends. A file that is missing, unreadable,
-//! too large or not a JPEG/PNG is a `Skipped` event naming the file and the problem.
+//! too large, not a JPEG/PNG, or not a whole picture (cut short, corrupt structure, dimensions
+//! beyond the decode limits: [`leukoscope_model::picture::check`]) is a `Skipped` event naming
+//! the file and the problem; it never becomes a frame.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -56,6 +58,6 @@ fn read_image_bytes(path: &Path, max_bytes: usize) -> Result<Vec<u8>, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    super::decodable_format(&bytes)?;
+    super::whole_picture(&bytes).map_err(|e| e.to_string())?;
     Ok(bytes)
 }

@@ -19,7 +19,10 @@
 //!   read;
 //! - a frame still open when the stream ends is reported as truncated.
 //!
-//! The splitter checks the structure only; whether the pictures decode is the consumer's concern.
+//! A frame is handed on only when it reached its EOI; a frame cut off by the end of the stream is
+//! reported, never handed on as if it were complete. The splitter checks the structure only;
+//! whether a frame decodes is decided where it is decoded (`leukoscope_model::picture`, in the
+//! run pipeline), which refuses a damaged one.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read};

@@ -22,6 +22,18 @@
 //!   piped in gets every frame classified.
 //! - Events that are not frames (`Skipped`, `Lost`, `Restored`, `End`) are never dropped.
 //!
+//! # Pictures that are not whole
+//!
+//! A picture that is cut short, corrupt, or larger than the decode limits never gets a result
+//! ([`leukoscope_model::picture`] checks it, and it is the only way an encoded frame is decoded).
+//! Files (`PATH...`, `watch:`) are checked when read and come as `Skipped`; a stream's frames are
+//! split on their JPEG structure ([`mjpeg`]: a frame cut short by the next one or by the end of
+//! the stream is `Skipped`), and a frame the decoder then refuses is dropped by the run loop the
+//! same way. Either way the device counts it (`undecodable` in the run summary), logs its origin
+//! and the reason, and records nothing: it is not a `RETAKE`, because a frame the camera or the
+//! transfer damaged is not something the technician can fix by retaking the field — the next
+//! frame of the same field is classified as usual.
+//!
 //! # Frames larger than the model input
 //!
 //! The default policy is `leukoscope_model::preprocess`'s: centre crop to the model's aspect ratio (square),
@@ -407,15 +419,10 @@ fn spawn(
     })
 }
 
-/// The image formats sources accept in files: those `leukoscope_model::preprocess` decodes.
-fn decodable_format(bytes: &[u8]) -> Result<(), String> {
-    match image::guess_format(bytes) {
-        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png) => Ok(()),
-        Ok(other) => Err(format!(
-            "unsupported image format {other:?} (JPEG and PNG are supported)"
-        )),
-        Err(_) => Err("not an image (unrecognised content; JPEG and PNG are supported)".into()),
-    }
+/// Whether file bytes are one whole JPEG or PNG the pipeline can decode (the same check its
+/// decoder makes first), or why not.
+fn whole_picture(bytes: &[u8]) -> Result<(), leukoscope_model::picture::PictureError> {
+    leukoscope_model::picture::check(bytes, &Default::default()).map(|_| ())
 }
 
 #[cfg(test)]

@@ -19,10 +19,14 @@
 //! - A file is read once its size and modification time are unchanged between two scans and it
 //!   is not empty. A file renamed into the folder complete (the recommended way to deliver) is
 //!   therefore read after at most two intervals; a file being written is not read half-way.
-//! - A JPEG without its end marker or a PNG without its `IEND` chunk is taken as still being
-//!   written (a writer that pauses longer than an interval) and looked at again on the next
-//!   scans; if it stays so for 10 s it is reported as `Skipped` (and read again if it changes).
-//! - Content that is not a JPEG or PNG (whatever the name says) is `Skipped` with the reason.
+//! - A picture that is cut short (a JPEG that ends before its end-of-image marker, a PNG before
+//!   its `IEND` chunk: [`leukoscope_model::picture::check`]) is taken as still being written (a
+//!   writer that pauses longer than an interval) and looked at again on the next scans; if it
+//!   stays so for 10 s it is reported as `Skipped` (and read again if it changes). It never
+//!   becomes a frame.
+//! - Content that is not a JPEG or PNG (whatever the name says), or not a whole picture for
+//!   another reason (corrupt structure, dimensions beyond the decode limits), is `Skipped` with
+//!   the reason, like in the files source.
 //! - A file that is rewritten later (new size or time) is read again as a new frame.
 //! - **Files already in the folder at start are not read** (`watch_existing = false`, the
 //!   default): a restarted service must not classify the same pictures twice. Set
@@ -35,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use leukoscope_model::images::is_image_file;
+use leukoscope_model::picture::PictureError;
 
 use super::mailbox::{Mailbox, Policy};
 use super::{SourceError, SourceEvent, SourceHandle, SourceOptions};
@@ -174,13 +179,14 @@ impl Watcher {
         let present: std::collections::HashSet<&PathBuf> = listed.iter().map(|(p, _)| p).collect();
         self.files.retain(|p, _| present.contains(p));
         for (path, stamp) in listed {
+            let first_sight = !self.files.contains_key(&path);
             let t = self.files.entry(path.clone()).or_insert(Tracked {
                 seen: stamp,
                 steady: false,
                 read: None,
                 incomplete_since: None,
             });
-            if t.seen != stamp {
+            if first_sight || t.seen != stamp {
                 t.seen = stamp;
                 t.steady = false;
                 t.incomplete_since = None;
@@ -192,9 +198,15 @@ impl Watcher {
             if t.read == Some(stamp) || stamp.len == 0 {
                 continue;
             }
-            let incomplete = stamp.len <= self.max_bytes as u64
-                && std::fs::read(&path).is_ok_and(|bytes| !looks_complete(&bytes));
-            if incomplete {
+            let cut_short = if stamp.len <= self.max_bytes as u64 {
+                std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| super::whole_picture(&bytes).err())
+                    .filter(PictureError::is_truncated)
+            } else {
+                None
+            };
+            if cut_short.is_some() {
                 let since = *t.incomplete_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < INCOMPLETE_FOR {
                     continue;
@@ -202,13 +214,10 @@ impl Watcher {
             }
             t.read = Some(stamp);
             t.incomplete_since = None;
-            if incomplete {
+            if let Some(e) = cut_short {
                 events.push(SourceEvent::Skipped {
                     origin: path.display().to_string(),
-                    reason: format!(
-                        "incomplete image (no end marker) for {} s",
-                        INCOMPLETE_FOR.as_secs()
-                    ),
+                    reason: format!("{e}, unchanged for {} s", INCOMPLETE_FOR.as_secs()),
                 });
                 continue;
             }
@@ -234,19 +243,6 @@ fn is_candidate(path: &Path) -> bool {
     is_image_file(path)
 }
 
-/// Whether a JPEG has its end marker (within its last 64 bytes: some writers pad) and a PNG its
-/// `IEND` chunk. Other content is taken as complete (it is reported when read).
-fn looks_complete(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(64)..];
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        tail.windows(2).any(|w| w == [0xFF, 0xD9])
-    } else if bytes.starts_with(b"\x89PNG") {
-        tail.windows(4).any(|w| w == b"IEND")
-    } else {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,12 +263,69 @@ mod tests {
     }
 
     #[test]
-    fn completeness_of_jpeg_and_png() {
-        assert!(looks_complete(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]));
-        assert!(looks_complete(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9, 0, 0]));
-        assert!(!looks_complete(&[0xFF, 0xD8, 1, 2, 3]));
-        assert!(looks_complete(b"\x89PNG....IEND\xaeB`\x82"));
-        assert!(!looks_complete(b"\x89PNG....IDAT"));
-        assert!(looks_complete(b"hello"));
+    fn cut_pictures_are_waited_for_then_skipped_and_corrupt_ones_skipped_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&image::RgbImage::from_pixel(
+                32,
+                24,
+                image::Rgb([90, 40, 160]),
+            ))
+            .unwrap();
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let mut bad_crc = png.into_inner();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xFF;
+        std::fs::write(dir.path().join("cut.jpg"), &jpeg[..jpeg.len() - 2]).unwrap();
+        std::fs::write(dir.path().join("crc.png"), &bad_crc).unwrap();
+        let mut w = Watcher::new(dir.path().to_path_buf(), 1 << 20);
+        let describe = |events: Vec<SourceEvent>| -> Vec<String> {
+            events
+                .into_iter()
+                .map(|e| match e {
+                    SourceEvent::Skipped { origin, reason } => {
+                        format!("{}: {reason}", Path::new(&origin).display())
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        assert!(w.scan().is_empty(), "first sight: not steady yet");
+        let second = describe(w.scan());
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert!(
+            second[0].contains("crc.png") && second[0].contains("fails its CRC check"),
+            "{second:?}"
+        );
+        assert!(
+            w.scan().is_empty(),
+            "the cut JPEG may still be being written"
+        );
+        let cut = w.files.get_mut(&dir.path().join("cut.jpg")).unwrap();
+        cut.incomplete_since = Some(Instant::now() - INCOMPLETE_FOR);
+        let late = describe(w.scan());
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(
+            late[0].contains("cut.jpg")
+                && late[0].contains("truncated JPEG")
+                && late[0].contains("unchanged for 10 s"),
+            "{late:?}"
+        );
+        assert!(w.scan().is_empty(), "reported once");
+
+        // Completed later: read as a frame.
+        std::fs::write(dir.path().join("cut.jpg"), &jpeg).unwrap();
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            events.extend(w.scan());
+        }
+        assert!(
+            matches!(&events[..], [SourceEvent::Frame(f)] if f.origin.ends_with("cut.jpg")),
+            "{events:?}"
+        );
     }
 }

@@ -163,7 +163,8 @@ impl Default for SlideConfig {
 pub struct StoreConfig {
     /// The SQLite audit database.
     pub db: PathBuf,
-    /// Folder for the JPEGs of flagged frames (blast, uncertain); none = keep none.
+    /// Folder for the JPEGs of flagged frames (blast, uncertain); none = keep none. It belongs
+    /// to one database ([`crate::flagged`]): `edge run` refuses a folder another one claims.
     pub flagged_dir: Option<PathBuf>,
     /// Size cap of that folder, in MiB.
     pub flagged_cap_mib: u64,

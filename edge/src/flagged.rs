@@ -11,10 +11,23 @@
 //!    temporary file, `fsync` it and rename it into place, and return its relative path;
 //! 2. the run loop records the frame with that path ([`crate::store::Store::record_frame`]).
 //!
-//! So the database never references a missing or half-written file. A crash between 1 and 2
-//! leaves an unreferenced file: [`FlaggedImages::sweep_orphans`] (call it once at start-up, after
+//! The rename is made durable by `fsync`ing the session folder too (and the folder itself when a
+//! session folder is created): [`leukoscope_model::durable`]. So the database never references
+//! a missing or half-written file, even after a power cut. A crash between 1 and 2 leaves an
+//! unreferenced file: [`FlaggedImages::sweep_orphans`] (call it once at start-up, after
 //! [`crate::store::Store::open`]) removes those, and only files whose names follow the layout
 //! above — never anything else that happens to be in the folder.
+//!
+//! # One database per folder
+//! Two databases sharing a folder would overwrite each other's pictures (their session numbers
+//! overlap) and each would sweep the other's away as unreferenced. So a folder belongs to one
+//! database: [`FlaggedImages::open`] claims an unclaimed folder by writing [`OWNER_FILE`] in it
+//! — one line, the canonical absolute path of the database — and refuses a folder claimed by
+//! another database ([`FlaggedError::NotOurs`], naming both). A claim names the same database
+//! when the path is the same or, the database having been mounted elsewhere, the named file is
+//! the same file. Keeping and sweeping refuse a [`Store`] other than the one the folder was
+//! opened with, and sweeping reads the claim again before it deletes anything. A database that
+//! was moved must be given its folder back by deleting (or rewriting) the owner file.
 //!
 //! # Size cap
 //! Before a picture is kept, the folder's total size plus the picture must fit under the cap.
@@ -28,14 +41,22 @@
 //! is never removed.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, RgbImage};
+use leukoscope_model::durable::{self, DurableError};
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::store::{Store, StoreError};
+
+/// The file in a kept-pictures folder naming the database that owns it (see the module
+/// documentation): the database's canonical absolute path and a newline.
+pub const OWNER_FILE: &str = ".leukoscope-owner";
 
 /// JPEG quality of pictures encoded from raw frames.
 const JPEG_QUALITY: u8 = 90;
@@ -80,9 +101,33 @@ pub enum FlaggedError {
         /// What is wrong.
         message: String,
     },
+    /// A picture or its folder could not be written durably.
+    #[error(transparent)]
+    Write(DurableError),
+    /// The folder belongs to another database, or the database given is not the folder's.
+    #[error(
+        "{}: {problem}; refusing to keep or remove pictures there (each database needs its own flagged_dir)",
+        folder.display()
+    )]
+    NotOurs {
+        /// The kept-pictures folder.
+        folder: PathBuf,
+        /// Whose it is and which database wanted it.
+        problem: String,
+    },
     /// The database failed while making room.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<DurableError> for FlaggedError {
+    fn from(e: DurableError) -> Self {
+        if e.is_disk_full() {
+            FlaggedError::DiskFull { path: e.path }
+        } else {
+            FlaggedError::Write(e)
+        }
+    }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> FlaggedError {
@@ -102,6 +147,10 @@ fn io_error(path: &Path, source: std::io::Error) -> FlaggedError {
 #[derive(Debug)]
 pub struct FlaggedImages {
     root: PathBuf,
+    /// The owning database, as its [`Store::path`] (to check the store given to each call).
+    db: PathBuf,
+    /// Its canonical path, as written in the owner file.
+    db_canonical: PathBuf,
     cap_bytes: u64,
     policy: CapPolicy,
     used: u64,
@@ -109,17 +158,110 @@ pub struct FlaggedImages {
 }
 
 impl FlaggedImages {
-    /// Opens (creating if needed) the folder and measures what it holds.
-    pub fn open(root: &Path, cap_bytes: u64, policy: CapPolicy) -> Result<Self, FlaggedError> {
-        std::fs::create_dir_all(root).map_err(|e| io_error(root, e))?;
-        let used = our_files(root)?.iter().map(|(_, _, size)| size).sum();
-        Ok(FlaggedImages {
+    /// Opens (creating if needed) the folder of `store`'s kept pictures, claims it for `store`
+    /// when no database has ([`OWNER_FILE`]), and measures what it holds. A folder claimed by
+    /// another database is refused with [`FlaggedError::NotOurs`].
+    pub fn open(
+        root: &Path,
+        store: &Store,
+        cap_bytes: u64,
+        policy: CapPolicy,
+    ) -> Result<Self, FlaggedError> {
+        durable::create_dir_all(root)?;
+        let db_canonical = std::fs::canonicalize(store.path()).map_err(|e| FlaggedError::Io {
+            path: store.path().to_path_buf(),
+            source: e,
+        })?;
+        let flagged = FlaggedImages {
             root: root.to_path_buf(),
+            db: store.path().to_path_buf(),
+            db_canonical,
             cap_bytes,
             policy,
-            used,
+            used: 0,
             warned_full: false,
-        })
+        };
+        flagged.claim()?;
+        let used = our_files(root)?.iter().map(|(_, _, size)| size).sum();
+        Ok(FlaggedImages { used, ..flagged })
+    }
+
+    /// Claims the folder for our database unless another one has; then checks the claim.
+    fn claim(&self) -> Result<(), FlaggedError> {
+        let file = self.root.join(OWNER_FILE);
+        let mut line = self.db_canonical.as_os_str().as_bytes().to_vec();
+        line.push(b'\n');
+        match std::fs::read(&file) {
+            // Empty: a claim cut short by a power cut, before anything was kept under it.
+            Ok(found) if found.is_empty() => durable::write_atomic(&file, &line)?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // `create_new`: of two programs claiming at once, one creates the file.
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&file)
+                    .and_then(|mut f| {
+                        f.write_all(&line)?;
+                        f.sync_all()
+                    });
+                match created {
+                    Ok(()) => durable::sync_dir(&self.root)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_error(&file, e)),
+                }
+            }
+            Err(e) => return Err(io_error(&file, e)),
+        }
+        self.check_claim()
+    }
+
+    /// The owner file names our database.
+    fn check_claim(&self) -> Result<(), FlaggedError> {
+        let file = self.root.join(OWNER_FILE);
+        let found = match std::fs::read(&file) {
+            Ok(found) => found,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.not_ours(format!(
+                    "{OWNER_FILE} has gone (another disk mounted here?), so these may not be the pictures of {}",
+                    self.db.display()
+                )));
+            }
+            Err(e) => return Err(io_error(&file, e)),
+        };
+        let owner = Path::new(OsStr::from_bytes(
+            found.strip_suffix(b"\n").unwrap_or(&found),
+        ));
+        if owner == self.db_canonical || same_file(owner, &self.db_canonical) {
+            return Ok(());
+        }
+        Err(self.not_ours(format!(
+            "it holds the kept pictures of the database {} (named in {OWNER_FILE}), not of {}; \
+             if {} is that database moved, delete {}",
+            owner.display(),
+            self.db.display(),
+            self.db.display(),
+            file.display()
+        )))
+    }
+
+    /// Refuses a store other than the folder's owner.
+    fn check_store(&self, store: &Store) -> Result<(), FlaggedError> {
+        if store.path() == self.db {
+            return Ok(());
+        }
+        Err(self.not_ours(format!(
+            "it holds the kept pictures of the database {}, not of {}",
+            self.db.display(),
+            store.path().display()
+        )))
+    }
+
+    fn not_ours(&self, problem: String) -> FlaggedError {
+        FlaggedError::NotOurs {
+            folder: self.root.clone(),
+            problem,
+        }
     }
 
     /// The folder.
@@ -189,6 +331,7 @@ impl FlaggedImages {
         ext: &str,
         bytes: &[u8],
     ) -> Result<Option<PathBuf>, FlaggedError> {
+        self.check_store(store)?;
         let size = bytes.len() as u64;
         if !self.make_room(store, size)? {
             if !self.warned_full {
@@ -208,20 +351,10 @@ impl FlaggedImages {
             None => format!("{seq:06}.{ext}"),
         };
         let dir = self.root.join(&dir_name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        durable::create_dir_all(&dir)?;
         let path = dir.join(&file_name);
-        let tmp = dir.join(format!("{file_name}.tmp"));
         let previous = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_error(&tmp, e));
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        durable::write_atomic(&path, bytes)?;
         self.used = self.used - previous.min(self.used) + size;
         self.warned_full = false;
         Ok(Some(PathBuf::from(format!("{dir_name}/{file_name}"))))
@@ -269,7 +402,12 @@ impl FlaggedImages {
     /// Removes pictures (and temporary files) the database does not reference: leftovers of a
     /// crash between keeping a picture and recording its frame. Call at start-up, before any
     /// frame is processed. Returns how many files were removed.
+    ///
+    /// Refuses ([`FlaggedError::NotOurs`]) unless `store` is the database the folder was opened
+    /// with and the folder's owner file still names it.
     pub fn sweep_orphans(&mut self, store: &Store) -> Result<usize, FlaggedError> {
+        self.check_store(store)?;
+        self.check_claim()?;
         let referenced: HashSet<String> = store.referenced_images()?.into_iter().collect();
         let mut removed = 0;
         for (rel, path, _) in our_files(&self.root)? {
@@ -284,6 +422,14 @@ impl FlaggedImages {
             info!(removed, folder = %self.root.display(), "removed unreferenced flagged pictures");
         }
         Ok(removed)
+    }
+}
+
+/// `a` names the same file as `b` (both exist): the same database reached by another path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

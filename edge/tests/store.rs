@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use edge::audit::{self, ExportFormat};
-use edge::flagged::{CapPolicy, FlaggedImages};
+use edge::flagged::{CapPolicy, FlaggedError, FlaggedImages, OWNER_FILE};
 use edge::store::{
     FrameRecord, NewSession, Quality, SessionState, SessionSummary, StopReason, Store, StoreError,
     StoredDecision,
@@ -331,8 +331,13 @@ fn kept_pictures_stay_under_the_cap_by_evicting_closed_sessions_only() {
     let mut store = Store::open(&dir.path().join("audit.db")).unwrap();
     let bytes = jpeg(&picture(1, 320, 240));
     let cap = bytes.len() as u64 * 5 + 10;
-    let mut kept =
-        FlaggedImages::open(&dir.path().join("flagged"), cap, CapPolicy::EvictOldest).unwrap();
+    let mut kept = FlaggedImages::open(
+        &dir.path().join("flagged"),
+        &store,
+        cap,
+        CapPolicy::EvictOldest,
+    )
+    .unwrap();
 
     // Session 1: four pictures, closed.
     let a = store.begin_session(&new_session("A")).unwrap();
@@ -408,11 +413,17 @@ fn stop_keeping_policy_never_evicts() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("audit.db")).unwrap();
     let img = picture(2, 64, 48);
-    let mut kept = FlaggedImages::open(&dir.path().join("f"), 1, CapPolicy::StopKeeping).unwrap();
+    let mut kept =
+        FlaggedImages::open(&dir.path().join("f"), &store, 1, CapPolicy::StopKeeping).unwrap();
     let s = store.begin_session(&new_session("A")).unwrap();
     assert_eq!(kept.keep_rgb(&mut store, s, 1, None, &img).unwrap(), None);
-    let mut kept =
-        FlaggedImages::open(&dir.path().join("f"), 1 << 20, CapPolicy::StopKeeping).unwrap();
+    let mut kept = FlaggedImages::open(
+        &dir.path().join("f"),
+        &store,
+        1 << 20,
+        CapPolicy::StopKeeping,
+    )
+    .unwrap();
     let rel = kept
         .keep_rgb(&mut store, s, 1, None, &img)
         .unwrap()
@@ -420,8 +431,13 @@ fn stop_keeping_policy_never_evicts() {
     let back = image::open(kept.resolve(&rel)).unwrap();
     assert_eq!((back.width(), back.height()), (64, 48));
     // Reopening measures what is there.
-    let again =
-        FlaggedImages::open(&dir.path().join("f"), 1 << 20, CapPolicy::StopKeeping).unwrap();
+    let again = FlaggedImages::open(
+        &dir.path().join("f"),
+        &store,
+        1 << 20,
+        CapPolicy::StopKeeping,
+    )
+    .unwrap();
     assert_eq!(
         again.used_bytes(),
         std::fs::metadata(kept.resolve(&rel)).unwrap().len()
@@ -433,7 +449,7 @@ fn orphans_are_swept_but_foreign_files_are_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("audit.db")).unwrap();
     let root = dir.path().join("f");
-    let mut kept = FlaggedImages::open(&root, 1 << 20, CapPolicy::EvictOldest).unwrap();
+    let mut kept = FlaggedImages::open(&root, &store, 1 << 20, CapPolicy::EvictOldest).unwrap();
     let s = store.begin_session(&new_session("A")).unwrap();
     let bytes = jpeg(&picture(3, 32, 32));
     let recorded = kept
@@ -465,6 +481,75 @@ fn orphans_are_swept_but_foreign_files_are_left_alone() {
     assert!(e.to_string().contains("not a picture"), "{e}");
 }
 
+#[test]
+fn two_databases_sharing_a_folder_the_second_is_refused_and_nothing_of_the_first_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("flagged");
+    let (a_db, b_db) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let mut a = Store::open(&a_db).unwrap();
+    let mut b = Store::open(&b_db).unwrap();
+    let mut kept_a = FlaggedImages::open(&root, &a, 1 << 20, CapPolicy::EvictOldest).unwrap();
+    let owner = std::fs::read(root.join(OWNER_FILE)).unwrap();
+    let mut expected = std::fs::canonicalize(&a_db).unwrap().into_os_string();
+    expected.push("\n");
+    assert_eq!(owner, expected.as_encoded_bytes());
+
+    let s = a.begin_session(&new_session("A")).unwrap();
+    let bytes = jpeg(&picture(4, 32, 32));
+    let recorded = kept_a
+        .keep_encoded(&mut a, s, 1, None, &bytes)
+        .unwrap()
+        .unwrap();
+    let mut f = frame(s, 1);
+    f.kept_image = Some(recorded.clone());
+    a.record_frame(&f).unwrap();
+    // Kept but not yet recorded (a's own sweep would remove it; b must never).
+    let pending = kept_a
+        .keep_encoded(&mut a, s, 2, None, &bytes)
+        .unwrap()
+        .unwrap();
+
+    let refused = FlaggedImages::open(&root, &b, 1 << 20, CapPolicy::EvictOldest).unwrap_err();
+    assert!(matches!(refused, FlaggedError::NotOurs { .. }), "{refused}");
+    let message = refused.to_string();
+    for part in ["a.db", "b.db", OWNER_FILE, "flagged"] {
+        assert!(message.contains(part), "{part} missing from: {message}");
+    }
+    // Nor may b use a's folder through a's handle.
+    let err = kept_a.sweep_orphans(&b).unwrap_err();
+    assert!(matches!(err, FlaggedError::NotOurs { .. }), "{err}");
+    let sb = b.begin_session(&new_session("B")).unwrap();
+    let err = kept_a
+        .keep_encoded(&mut b, sb, 1, None, &bytes)
+        .unwrap_err();
+    assert!(matches!(err, FlaggedError::NotOurs { .. }), "{err}");
+    assert!(kept_a.resolve(&recorded).is_file());
+    assert!(kept_a.resolve(&pending).is_file());
+
+    // The owner opens it again, and its sweep works as before.
+    drop(kept_a);
+    let mut kept_a = FlaggedImages::open(&root, &a, 1 << 20, CapPolicy::EvictOldest).unwrap();
+    assert_eq!(kept_a.sweep_orphans(&a).unwrap(), 1);
+    assert!(kept_a.resolve(&recorded).is_file());
+}
+
+#[test]
+fn an_interrupted_claim_is_renewed_and_a_vanished_one_stops_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("flagged");
+    let store = Store::open(&dir.path().join("audit.db")).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    // A power cut while claiming leaves an empty owner file.
+    std::fs::write(root.join(OWNER_FILE), b"").unwrap();
+    let mut kept = FlaggedImages::open(&root, &store, 1 << 20, CapPolicy::EvictOldest).unwrap();
+    assert!(!std::fs::read(root.join(OWNER_FILE)).unwrap().is_empty());
+    kept.sweep_orphans(&store).unwrap();
+    // Another disk mounted over the folder would have no (or another) owner file.
+    std::fs::remove_file(root.join(OWNER_FILE)).unwrap();
+    let err = kept.sweep_orphans(&store).unwrap_err().to_string();
+    assert!(err.contains(OWNER_FILE), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Export, listing, report
 
@@ -473,7 +558,7 @@ fn orphans_are_swept_but_foreign_files_are_left_alone() {
 fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
     let mut store = Store::open(&dir.join("audit.db")).unwrap();
     let root = dir.join("flagged");
-    let mut kept = FlaggedImages::open(&root, 1 << 24, CapPolicy::EvictOldest).unwrap();
+    let mut kept = FlaggedImages::open(&root, &store, 1 << 24, CapPolicy::EvictOldest).unwrap();
     let s = store.begin_session(&new_session("SLIDE,7")).unwrap();
     for seq in 1..=n {
         let mut f = frame(s, seq);

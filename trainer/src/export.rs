@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Tensor;
@@ -164,13 +164,14 @@ pub fn to_onnx(
     Ok(g.finish(input, outputs, entries, env!("CARGO_PKG_VERSION")))
 }
 
-/// Writes an ONNX model to `path`.
+/// Writes an ONNX model to `path`, whole or not at all even across a power cut (creating its
+/// folder if needed).
 pub fn save(model: &pb::ModelProto, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        leukoscope_model::durable::create_dir_all(dir)?;
     }
-    std::fs::write(path, model.encode_to_vec())
-        .with_context(|| format!("cannot write {}", path.display()))
+    leukoscope_model::durable::write_atomic(path, &model.encode_to_vec())?;
+    Ok(())
 }
 
 /// `trainer export`: the run's best model, with its contract and the run's facts in the

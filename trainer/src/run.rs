@@ -216,10 +216,11 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-/// Writes a JSON file atomically (temporary file, then rename), naming it in any error.
+/// Writes a JSON file whole or not at all, even across a power cut
+/// ([`leukoscope_model::durable::write_atomic`]), naming it in any error.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    let text = serde_json::to_string_pretty(value)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    leukoscope_model::durable::write_atomic(path, text.as_bytes())?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use image::RgbImage;
 use leukoscope_model::contract::ModelContract;
+use leukoscope_model::durable;
 use leukoscope_model::evaluation_report::EpochRecord;
 use leukoscope_model::preprocess::Preprocessor;
 use sha2::{Digest, Sha256};
@@ -79,8 +80,7 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
         }
         (config, None)
     };
-    std::fs::create_dir_all(req.out)
-        .with_context(|| format!("cannot create run folder {}", req.out.display()))?;
+    durable::create_dir_all(req.out)?;
 
     // Data: every picture framed by the model contract, then split.
     let labels = class_folders(&config.data)?;
@@ -501,17 +501,25 @@ fn validate(
     (loss_sum / n, correct as f64 / n)
 }
 
+/// Writes the model's weights to `path`, whole or not at all even across a power cut.
 fn save_model_atomically(model: &Classifier, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("bpk.tmp");
-    model
-        .clone()
-        .save_file(&tmp)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    write_record(path, model.clone().into_record().into_bytes())
+}
+
+/// Writes a burn record serialized in memory (burnpack bytes) with
+/// [`durable::write_atomic`]: burn's own file writer does not fsync.
+fn write_record<E: std::fmt::Display>(
+    path: &Path,
+    bytes: std::result::Result<burn_pack::Bytes, E>,
+) -> Result<()> {
+    let bytes = bytes.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    durable::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 /// Writes `checkpoint.tmp/`, then swaps it in for `checkpoint/`: a power cut leaves either the
-/// old or the new checkpoint whole (`checkpoint.old/` is the fallback during the swap).
+/// old or the new checkpoint whole (`checkpoint.old/` is the fallback during the swap). Every
+/// file is fsynced before the swap, and the run folder after it, before the old one is removed.
 fn save_checkpoint(
     run: &RunDir,
     model: &Classifier,
@@ -525,37 +533,42 @@ fn save_checkpoint(
     let tmp = run.0.join("checkpoint.tmp");
     let old = run.0.join("checkpoint.old");
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let io = |what: &str, e: &dyn std::fmt::Display| anyhow::anyhow!("checkpoint {what}: {e}");
-    model
-        .clone()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| io("model", &e))?;
+    durable::create_dir_all(&tmp)?;
+    write_record(
+        &tmp.join("model.bpk"),
+        model.clone().into_record().into_bytes(),
+    )?;
     if let Some(mean) = average {
-        mean.clone()
-            .save_file(tmp.join("average.bpk"))
-            .map_err(|e| io("weight average", &e))?;
+        write_record(
+            &tmp.join("average.bpk"),
+            mean.clone().into_record().into_bytes(),
+        )?;
     }
-    optim
-        .save(tmp.join("optimizer.bpk"))
-        .map_err(|e| io("optimizer", &e))?;
-    scheduler
-        .to_record()
-        .save(tmp.join("scheduler.bpk"))
-        .map_err(|e| io("scheduler", &e))?;
+    write_record(&tmp.join("optimizer.bpk"), optim.into_bytes())?;
+    write_record(
+        &tmp.join("scheduler.bpk"),
+        scheduler.to_record().into_bytes(),
+    )?;
     write_json(&tmp.join("state.json"), state)?;
     write_json(&tmp.join("history.json"), &history)?;
     if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
     }
     if dir.exists() {
-        std::fs::rename(&dir, &old)?;
+        std::fs::rename(&dir, &old)
+            .with_context(|| format!("cannot rename {} to {}", dir.display(), old.display()))?;
     }
-    std::fs::rename(&tmp, &dir)?;
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    // Both renames must be on disk before the fallback goes.
+    durable::sync_dir(&run.0)?;
     if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
     }
     write_json(&run.history(), &history)
 }

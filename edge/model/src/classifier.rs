@@ -21,7 +21,21 @@ pub struct OnnxClassifier {
 impl OnnxClassifier {
     /// Loads `path`, reads its contract (applying `overrides`) and optimizes it for batch 1.
     pub fn load(path: &Path, overrides: &ContractOverrides) -> Result<Self, ModelError> {
-        let file = OnnxFile::read_with(path, overrides)?;
+        Self::from_file(OnnxFile::read_with(path, overrides)?)
+    }
+
+    /// Like [`OnnxClassifier::load`], from a model file's bytes already in memory (`path` is
+    /// the file they were read from, for [`OnnxClassifier::path`] and messages): the device
+    /// runs exactly the bytes whose digest and signature it checked.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        overrides: &ContractOverrides,
+    ) -> Result<Self, ModelError> {
+        Self::from_file(OnnxFile::from_bytes_with(path, bytes, overrides)?)
+    }
+
+    fn from_file(file: OnnxFile) -> Result<Self, ModelError> {
         let graph = file.graph();
         let output = graph
             .output
@@ -35,7 +49,7 @@ impl OnnxClassifier {
         let contract = file.contract().clone();
         let metadata = file.metadata();
         Ok(OnnxClassifier {
-            path: path.to_path_buf(),
+            path: file.path().to_path_buf(),
             contract,
             metadata,
             plan,

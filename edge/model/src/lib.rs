@@ -4,9 +4,10 @@
 //! [`preprocess::image_to_input`] with a [`contract::ModelContract`], so they can never disagree
 //! on size, colour order or normalization. A model file is read by one loader
 //! ([`onnx::OnnxFile`]) and written by one graph builder ([`onnx::graph`]); a training split is
-//! read and written by one manifest reader ([`manifest`]). The metrics and the evaluation report
-//! live here too, so `trainer evaluate` and `edge evaluate` produce the same numbers from the
-//! same code.
+//! read and written by one manifest reader ([`manifest`]). Files that must survive a power cut
+//! whole (checkpoints, exported models, kept pictures) are written by [`durable`]. The metrics
+//! and the evaluation report live here too, so `trainer evaluate` and `edge evaluate` produce
+//! the same numbers from the same code.
 //!
 //! The device program (camera, quality gate, decisions, audit database) is the `edge` package;
 //! nothing here depends on it.
@@ -14,6 +15,7 @@
 pub mod bench;
 pub mod classifier;
 pub mod contract;
+pub mod durable;
 pub mod evaluate;
 pub mod evaluation_report;
 pub mod images;

@@ -91,22 +91,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Writes `rows` to `path` (header first).
+/// Writes `rows` to `path` (header first), whole or not at all ([`crate::durable`]).
 pub fn write<'a>(
     path: &Path,
     rows: impl IntoIterator<Item = &'a ManifestRow>,
 ) -> Result<(), ManifestError> {
-    let bad = |e: csv::Error| ManifestError::Manifest {
+    let bad = |reason: String| ManifestError::Manifest {
         path: path.to_path_buf(),
-        reason: format!("cannot write: {e}"),
+        reason: format!("cannot write: {reason}"),
     };
-    let mut w = csv::Writer::from_path(path).map_err(bad)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     for row in rows {
-        w.serialize(row).map_err(bad)?;
+        w.serialize(row).map_err(|e| bad(e.to_string()))?;
     }
-    w.flush().map_err(|e| ManifestError::Manifest {
-        path: path.to_path_buf(),
-        reason: format!("cannot write: {e}"),
+    let bytes = w.into_inner().map_err(|e| bad(e.to_string()))?;
+    crate::durable::write_atomic(path, &bytes).map_err(|e| ManifestError::Manifest {
+        reason: format!("cannot {}: {}", e.action, e.source),
+        path: e.path,
     })
 }
 

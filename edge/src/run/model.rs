@@ -53,13 +53,13 @@ pub fn model_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RunError> {
     Ok(files)
 }
 
-/// Checks integrity, loads every candidate model and keeps the one `config.model.variant`
-/// asks for (or the fastest).
+/// Checks integrity, loads every candidate model (from the bytes checked) and keeps the one
+/// `config.model.variant` asks for (or the fastest).
 pub(super) fn load_model(config: &RunConfig) -> Result<LoadedModel, RunError> {
     let files = model_files(&config.model.paths)?;
-    let mut digests = Vec::new();
+    let mut verified = Vec::new();
     for file in &files {
-        digests.push(
+        verified.push(
             crate::integrity::verify_model(
                 file,
                 &config.model.sha256,
@@ -69,8 +69,15 @@ pub(super) fn load_model(config: &RunConfig) -> Result<LoadedModel, RunError> {
         );
     }
     let refused = |e: VariantError| RunError::ModelRefused(e.to_string());
-    let mut models = leukoscope_model::variant::load_all(&files, &ContractOverrides::default())
-        .map_err(refused)?;
+    // Built from the bytes just verified: the files are not read again.
+    let mut models = verified
+        .iter()
+        .map(|v| v.classifier(&ContractOverrides::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refused(e.into()))?;
+    leukoscope_model::variant::check_same_contract(&models).map_err(refused)?;
+    let mut digests: Vec<String> = verified.iter().map(|v| v.sha256().to_string()).collect();
+    drop(verified);
     let wanted: Variant = config.model.variant.parse().map_err(refused)?;
     let choice = leukoscope_model::variant::choose(
         &models,

@@ -101,7 +101,9 @@ impl Device {
     }
 }
 
-/// Opens the flagged-pictures folder and removes the pictures no stored frame refers to.
+/// Opens the flagged-pictures folder and removes the pictures no stored frame refers to. A
+/// folder that belongs to another database refuses the start: keeping pictures there would
+/// overwrite that database's, and sweeping would delete them.
 fn open_flagged(
     dir: &std::path::Path,
     config: &RunConfig,
@@ -109,6 +111,7 @@ fn open_flagged(
 ) -> Result<FlaggedImages, RunError> {
     let mut flagged = FlaggedImages::open(
         dir,
+        store,
         config.store.flagged_cap_mib << 20,
         CapPolicy::EvictOldest,
     )

@@ -11,7 +11,9 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use common::{smear_jpeg, write_model_with};
+use common::{
+    held_field, normalized_brightness, scaled, smear_jpeg, write_fragile_model, write_model_with,
+};
 use edge::store::{SessionState, StopReason, Store, StoredDecision};
 use sha2::{Digest, Sha256};
 
@@ -802,6 +804,213 @@ fn tiled_frames_give_one_recorded_result_per_tile() {
     assert_eq!((tile.width(), tile.height()), (160, 160));
 }
 
+/// Runs `edge run --source -` on `stream` (the tiny model) and returns stdout and the database.
+fn run_stream(dir: &Path, stream: &[u8]) -> (String, Store) {
+    let stream_file = dir.join("stream.mjpeg");
+    std::fs::write(&stream_file, stream).unwrap();
+    let out = edge_run(dir, &["--source", "-"])
+        .stdin(File::open(&stream_file).unwrap())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        text(&out.stderr)
+    );
+    (
+        stdout,
+        Store::open_read_only(&dir.join("audit.db")).unwrap(),
+    )
+}
+
+#[test]
+fn one_field_held_for_60_noisy_jittered_frames_is_one_field_and_insufficient() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let (stdout, store) = run_stream(dir.path(), &held_field(5, 20, 60, 1).concat());
+    let slide = stdout.lines().find(|l| l.starts_with("SLIDE ")).unwrap();
+    assert_eq!(field(slide, "frames"), Some("60"), "{slide}");
+    assert_eq!(field(slide, "fields"), Some("1"), "{slide}");
+    assert_eq!(field(slide, "verdict"), Some("insufficient"), "{slide}");
+    let s = &store.sessions().unwrap()[0];
+    assert_eq!(s.counts.as_ref().unwrap().fields, Some(1));
+    assert_eq!(s.verdict.as_deref(), Some("insufficient"));
+}
+
+/// A scan of 30 distinct fields held 4 frames each; the fields in `blasts` are blast fields.
+fn scan(blasts: &[usize]) -> Vec<u8> {
+    (0..30)
+        .flat_map(|i| {
+            let shift = if blasts.contains(&i) { -20 } else { 20 };
+            held_field(1000 + i as u64, shift, 4, i as u64)
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn a_scan_of_30_fields_is_judged_by_its_fields() {
+    for (blasts, verdict) in [(vec![], "no_blasts"), (vec![4, 15, 26], "refer")] {
+        let dir = tempfile::tempdir().unwrap();
+        model(dir.path());
+        let (stdout, store) = run_stream(dir.path(), &scan(&blasts));
+        let slide = stdout.lines().find(|l| l.starts_with("SLIDE ")).unwrap();
+        let fields: u32 = field(slide, "fields").unwrap().parse().unwrap();
+        assert!((27..=33).contains(&fields), "{slide}");
+        assert_eq!(field(slide, "frames"), Some("120"), "{slide}");
+        assert_eq!(field(slide, "verdict"), Some(verdict), "{slide}");
+        // Every frame row records its field; fields are numbered in scan order.
+        let rows = store.frames(1).unwrap();
+        let numbers: Vec<u32> = rows.iter().filter_map(|r| r.frame.field).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+        // A field whose frames all failed the gate is seen but not good.
+        let seen = numbers.last().copied().unwrap();
+        assert!(
+            (fields..=33).contains(&seen),
+            "{seen} fields seen, {fields} good"
+        );
+        let s = &store.sessions().unwrap()[0];
+        let counts = s.counts.as_ref().unwrap();
+        assert_eq!(counts.fields, Some(fields));
+        assert_eq!(counts.blast_fields, Some(blasts.len() as u32));
+    }
+}
+
+#[test]
+fn sessions_follow_slides_and_an_inference_error_leaves_no_verdict() {
+    use serialport::{SerialPort, TTYPort};
+    let dir = tempfile::tempdir().unwrap();
+    // Frames at 75 % of their brightness break the model (NaN); the gate still passes them.
+    let normal = held_field(4, 20, 1, 0).remove(0);
+    let dark = scaled(&normal, 0.75);
+    let dim = (normalized_brightness(&normal) + normalized_brightness(&dark)) / 2.0;
+    write_fragile_model(&dir.path().join("tiny.onnx"), ["Benign", "Pro"], dim);
+    let (mut technician, device_side) = TTYPort::pair().expect("pseudo-terminal pair");
+    technician.set_timeout(Duration::from_millis(20)).unwrap();
+    let path = device_side.name().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut run = Running::spawn(
+        edge_run(dir.path(), &["--source", "-", "--serial", &path]),
+        &log,
+    );
+    let mut received = String::new();
+    let mut read_until = |technician: &mut TTYPort, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 1024];
+        while !received.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on the serial line; got {received:?}\nstderr: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            match technician.read(&mut buf) {
+                Ok(n) => received.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        received.clone()
+    };
+    let wait_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            assert!(Instant::now() < deadline, "no {needle:?} in the log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    read_until(&mut technician, "SELFTEST check=camera ok=true");
+    // auto_start opens the run's first session.
+    for jpeg in held_field(1, 20, 3, 0) {
+        run.send(&jpeg);
+    }
+    read_until(&mut technician, "RESULT frame=3 ");
+    technician.write_all(b"STOP\n").unwrap();
+    read_until(&mut technician, "SLIDE ");
+    // After STOP the device waits for START: frames open no session.
+    run.send(&held_field(2, 20, 1, 0)[0]);
+    wait_log("no slide session");
+    technician.write_all(b"START slide-2\n").unwrap();
+    read_until(&mut technician, "OK command=START detail=slide-2");
+    for jpeg in held_field(3, 20, 2, 0) {
+        run.send(&jpeg);
+    }
+    read_until(&mut technician, "RESULT frame=2 slide=slide-2");
+    // A frame the model answers with NaN: the scan stops with no verdict.
+    run.send(&dark);
+    let seen = read_until(&mut technician, "SLIDE slide=slide-2 verdict=incomplete");
+    assert!(seen.contains("ERROR code=internal"), "{seen}");
+    let slide = seen
+        .lines()
+        .find(|l| l.contains("SLIDE slide=slide-2"))
+        .unwrap();
+    assert!(field(slide, "reason").is_some(), "{slide}");
+    // A refused START answers ERR.
+    technician.write_all(b"START slide-3\n").unwrap();
+    let seen = read_until(&mut technician, "ERR code=refused");
+    assert!(!seen.contains("OK command=START detail=slide-3"), "{seen}");
+    drop(run.stdin.take());
+    let status = run.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a fault that stopped classifying exits 1"
+    );
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let sessions = store.sessions().unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[0].stop_reason, Some(StopReason::Command));
+    let faulted = &sessions[1];
+    assert_eq!(faulted.state, SessionState::Closed);
+    assert_eq!(faulted.stop_reason, Some(StopReason::Fault));
+    assert_eq!(faulted.verdict, None, "no verdict is stored after a fault");
+    assert!(
+        faulted.fault.as_deref().unwrap().contains("non-finite"),
+        "{faulted:?}"
+    );
+    // Every RESULT sent is in the database.
+    let results = received
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .count();
+    let stored: u64 = sessions.iter().map(|s| s.frames).sum();
+    assert_eq!(results as u64, stored);
+    drop(device_side);
+}
+
+#[test]
+fn a_failed_final_commit_shows_no_verdict_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let log = dir.path().join("stderr.log");
+    let mut run = Running::spawn(edge_run(dir.path(), &["--source", "-"]), &log);
+    for jpeg in held_field(7, 20, 4, 0) {
+        run.send(&jpeg);
+    }
+    let mut lines = run.read_until(|l| l.starts_with("RESULT frame=4 "), &log);
+    // Another writer marks the session interrupted behind the device's back, so its closing
+    // commit finds nothing to close and fails.
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE sessions SET state = 'interrupted'", [])
+        .unwrap();
+    drop(db);
+    drop(run.stdin.take()); // end of stream: the session closes
+    lines.extend(run.lines.iter());
+    let status = run.child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("SLIDE ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("ERROR ")), "{lines:?}");
+    for headline in ["NO BLASTS SEEN", "INSUFFICIENT", "REFER"] {
+        assert!(!stderr.contains(headline), "{stderr}");
+    }
+    assert_eq!(status.code(), Some(1), "{stderr}");
+}
+
 /// A tmpfs of `size` mounted on `dir` for a test (needs root); unmounted on drop.
 struct Tmpfs(PathBuf);
 
@@ -824,15 +1033,13 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result() {
+#[ignore = "needs root: mounts a tmpfs (CI runs it as root: cargo test -- --ignored as_root)"]
+fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result_as_root() {
     let dir = tempfile::tempdir().unwrap();
     model(dir.path());
     let disk = dir.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
-    let Some(fs) = Tmpfs::mount(&disk, "1m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = Tmpfs::mount(&disk, "1m").expect("mounting a tmpfs needs root");
     let db = fs.0.join("audit.db");
     let log = dir.path().join("stderr.log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
@@ -887,4 +1094,77 @@ fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result() {
     }
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("disk full"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root: mounts a tmpfs (CI runs it as root: cargo test -- --ignored as_root)"]
+fn the_free_space_floor_ends_the_scan_with_no_verdict_as_root() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let fs = Tmpfs::mount(&disk, "16m").expect("mounting a tmpfs needs root");
+    let db = fs.0.join("audit.db");
+    let config = dir.path().join("leukoscope.toml");
+    std::fs::write(&config, "[store]\nmin_free_mib = 8\n").unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
+    command
+        .args(["run", "--source", "-", "--model"])
+        .arg(dir.path().join("tiny.onnx"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    let mut run = Running::spawn(command, &log);
+    let mut stdin = run.stdin.take().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeding = stop.clone();
+    let frames: Vec<Vec<u8>> = (0..6).flat_map(|i| held_field(i, 20, 3, i)).collect();
+    let feeder = std::thread::spawn(move || {
+        for jpeg in frames.iter().cycle() {
+            if feeding.load(Ordering::SeqCst) || stdin.write_all(jpeg).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    });
+    let mut lines = run.read_until(|l| l.starts_with("RESULT frame=5 "), &log);
+    // Leave 4 MiB free: below the 8 MiB floor, with room for the database to close the session.
+    let free = nix::sys::statvfs::statvfs(&fs.0).unwrap();
+    let free_bytes = free.blocks_available() as u64 * free.fragment_size() as u64;
+    let filler = vec![0u8; (free_bytes - 4 * 1024 * 1024) as usize];
+    std::fs::write(fs.0.join("filler"), filler).unwrap();
+    lines.extend(run.read_until(|l| l.starts_with("SLIDE "), &log));
+    stop.store(true, Ordering::SeqCst);
+    feeder.join().unwrap();
+    let status = run.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a fault that stopped classifying exits 1"
+    );
+    let slide = lines.iter().find(|l| l.starts_with("SLIDE ")).unwrap();
+    assert_eq!(field(slide, "verdict"), Some("incomplete"), "{slide}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ERROR code=disk_full")),
+        "{lines:?}"
+    );
+    let store = Store::open_read_only(&db).unwrap();
+    let s = &store.sessions().unwrap()[0];
+    assert_eq!(s.stop_reason, Some(StopReason::Fault));
+    assert_eq!(s.verdict, None);
+    let stored: Vec<u64> = store
+        .frames(s.id)
+        .unwrap()
+        .iter()
+        .map(|r| r.frame.seq)
+        .collect();
+    for l in lines.iter().filter(|l| l.starts_with("RESULT ")) {
+        let seq: u64 = field(l, "frame").unwrap().parse().unwrap();
+        assert!(stored.contains(&seq), "reported frame {seq} is not stored");
+    }
 }

@@ -72,7 +72,8 @@ impl OnnxClassifier {
         &self.path
     }
 
-    /// Class probabilities for one preprocessed image (`3 × H × W` values).
+    /// Class probabilities for one preprocessed image (`3 × H × W` values). Non-finite outputs
+    /// are an error ([`ModelError::Engine`]).
     pub fn probabilities(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
         let c = &self.contract;
         let shape = [1, 3, c.input_height as usize, c.input_width as usize];
@@ -100,6 +101,14 @@ impl OnnxClassifier {
         }
         if self.softmax_needed {
             softmax_in_place(&mut p);
+        }
+        // NaN or infinite outputs mean the model or the engine misbehaved on this input: that is
+        // an inference failure, never a result (not even an uncertain one).
+        if p.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::Engine {
+                path: self.path.clone(),
+                reason: format!("the model gave non-finite outputs {p:?} (NaN or infinity)"),
+            });
         }
         Ok(p)
     }

@@ -9,7 +9,9 @@
 //!   JPEG compression at quality 80;
 //! * **a moved view**: the window shifted by 10–40 % of its side (the same cells re-centred,
 //!   or mostly new cells), with the same noise;
-//! * **another field**: the window of another picture, with the same noise.
+//! * **another field**: the window of another picture, with the same noise;
+//! * **another field under the same uneven lamp**: both windows darkened by 30 % towards their
+//!   corners (vignetting, which every frame of one microscope shares).
 
 use image::{Rgb, RgbImage};
 use leukoscope_model::seeded::SplitMix64;
@@ -83,22 +85,45 @@ impl std::fmt::Display for FieldMeasurement {
 
 /// A camera's view of `picture`: the `side`² window at (`x`, `y`), with sensor noise, a gain
 /// and JPEG compression at quality 80.
-fn view(picture: &RgbImage, x: u32, y: u32, side: u32, gain: f32, rng: &mut SplitMix64) -> RgbImage {
+fn view(
+    picture: &RgbImage,
+    x: u32,
+    y: u32,
+    side: u32,
+    gain: f32,
+    rng: &mut SplitMix64,
+) -> RgbImage {
     let window = RgbImage::from_fn(side, side, |i, j| {
         let p = picture.get_pixel(x + i, y + j);
-        let mut noisy = |v: u8| {
-            (f32::from(v) * gain + (rng.unit() - 0.5) * 20.0).clamp(0.0, 255.0) as u8
-        };
+        let mut noisy =
+            |v: u8| (f32::from(v) * gain + (rng.unit() - 0.5) * 20.0).clamp(0.0, 255.0) as u8;
         Rgb([noisy(p[0]), noisy(p[1]), noisy(p[2])])
     });
     let mut jpeg = Vec::new();
     let encoded = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
         .encode_image(&window)
         .is_ok();
-    match encoded.then(|| image::load_from_memory(&jpeg).ok()).flatten() {
+    match encoded
+        .then(|| image::load_from_memory(&jpeg).ok())
+        .flatten()
+    {
         Some(decoded) => decoded.into_rgb8(),
         None => window,
     }
+}
+
+/// `image` darkened by up to 30 % towards its corners.
+fn vignetted(mut image: RgbImage) -> RgbImage {
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let r2 = (w * w + h * h) / 4.0;
+    for (x, y, p) in image.enumerate_pixels_mut() {
+        let (dx, dy) = (x as f32 - w / 2.0, y as f32 - h / 2.0);
+        let k = 1.0 - 0.3 * (dx * dx + dy * dy) / r2;
+        for c in p.0.iter_mut() {
+            *c = (f32::from(*c) * k) as u8;
+        }
+    }
+    image
 }
 
 fn percentile(sorted: &[f32], q: f32) -> f32 {
@@ -111,7 +136,11 @@ fn percentile(sorted: &[f32], q: f32) -> f32 {
 
 /// Measures `config` on `pictures` (each at least 64 px on its short side; smaller ones are
 /// skipped). The noise is seeded: the same pictures give the same table.
-pub fn measure_pictures(pictures: &[RgbImage], config: &FieldConfig, seed: u64) -> FieldMeasurement {
+pub fn measure_pictures(
+    pictures: &[RgbImage],
+    config: &FieldConfig,
+    seed: u64,
+) -> FieldMeasurement {
     let usable: Vec<&RgbImage> = pictures
         .iter()
         .filter(|p| p.width().min(p.height()) >= 64)
@@ -119,7 +148,12 @@ pub fn measure_pictures(pictures: &[RgbImage], config: &FieldConfig, seed: u64) 
     let mut rng = SplitMix64::new(seed);
     let shifts = [0.1f32, 0.2, 0.3, 0.4];
     let mut names = vec!["same field (noise, jitter, flicker)".to_string()];
-    names.extend(shifts.iter().map(|s| format!("moved {:.0} % of the field", s * 100.0)));
+    names.extend(
+        shifts
+            .iter()
+            .map(|s| format!("moved {:.0} % of the field", s * 100.0)),
+    );
+    names.push("another field, same uneven lamp".to_string());
     names.push("another field".to_string());
     let mut matches: Vec<Vec<super::Match>> = vec![Vec::new(); names.len()];
     for (i, picture) in usable.iter().enumerate() {
@@ -137,7 +171,14 @@ pub fn measure_pictures(pictures: &[RgbImage], config: &FieldConfig, seed: u64) 
         let jx = 2 + rng.below(3) as u32;
         let jy = (y + rng.below(5) as u32).saturating_sub(2);
         let gain = 0.92 + rng.unit() * 0.16;
-        let same = view(picture, jx - 2 + rng.below(3) as u32, jy, side, gain, &mut rng);
+        let same = view(
+            picture,
+            jx - 2 + rng.below(3) as u32,
+            jy,
+            side,
+            gain,
+            &mut rng,
+        );
         compare_with(0, same, &mut matches);
         for (k, s) in shifts.iter().enumerate() {
             let dx = 2 + (s * side as f32).round() as u32;
@@ -147,12 +188,14 @@ pub fn measure_pictures(pictures: &[RgbImage], config: &FieldConfig, seed: u64) 
             }
         }
         let other = usable[(i + 1) % usable.len()];
-        if usable.len() > 1 {
-            let o_side = side.min(other.width()).min(other.height());
-            if o_side == side {
-                let oy = (other.height() - side) / 2;
-                let frame = view(other, (other.width() - side) / 2, oy, side, 1.0, &mut rng);
-                compare_with(names.len() - 1, frame, &mut matches);
+        if usable.len() > 1 && other.width().min(other.height()) >= side {
+            let (ox, oy) = ((other.width() - side) / 2, (other.height() - side) / 2);
+            let frame = view(other, ox, oy, side, 1.0, &mut rng);
+            compare_with(names.len() - 1, frame, &mut matches);
+            let lit = Signature::of(&vignetted(view(picture, 2, y, side, 1.0, &mut rng)));
+            let other_lit = vignetted(view(other, ox, oy, side, 1.0, &mut rng));
+            if let Some(m) = compare(&lit, &Signature::of(&other_lit)) {
+                matches[names.len() - 2].push(m);
             }
         }
     }
@@ -210,9 +253,11 @@ mod tests {
         assert_eq!(m.pictures, 6);
         let same = &m.conditions[0];
         let other = m.conditions.last().unwrap();
-        assert_eq!((same.n, other.n), (6, 6));
+        let lit = &m.conditions[m.conditions.len() - 2];
+        assert_eq!((same.n, other.n, lit.n), (6, 6, 6));
         assert_eq!(same.same_field, 1.0, "{m}");
         assert_eq!(other.same_field, 0.0, "{m}");
+        assert_eq!(lit.same_field, 0.0, "{m}");
         assert!(same.correlation[1] > other.correlation[1], "{m}");
         // The table names every condition.
         let table = m.to_string();

@@ -247,4 +247,3 @@ pub fn compare(a: &Signature, b: &Signature) -> Option<Match> {
     }
     Some(Correlator::new(a.width, a.height).compare(a, b))
 }
-

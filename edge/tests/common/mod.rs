@@ -58,3 +58,93 @@ pub fn smear_jpeg(width: u32, height: u32, seed: u64, red_shift: i16) -> Vec<u8>
         .unwrap();
     out
 }
+
+/// Like [`write_model_with`] (gain 60, with a contract), plus `1e-6 × sqrt(brightness − dim)`
+/// added to the logits, where brightness is the mean of the normalized input (−1..1): a picture
+/// darker than `dim` gives NaN outputs, an inference failure; brighter ones classify as with the
+/// tiny model.
+pub fn write_fragile_model(path: &Path, labels: [&str; 2], dim: f32) {
+    let mut g = GraphBuilder::new();
+    let pooled = g.node("GlobalAveragePool", &["image"], vec![], None);
+    let flat = g.flatten(&pooled);
+    let gain = 60.0;
+    let w = vec![gain, -gain, 0.0, 0.0, -gain, gain];
+    let logits = g.linear(&flat, (3, 2, w), vec![0.0, 0.0], Some("logits"));
+    let third = 1.0 / 3.0;
+    let brightness = g.linear(&flat, (3, 1, vec![third; 3]), vec![-dim], None);
+    let guard = g.node("Sqrt", &[&brightness], vec![], None);
+    // Not 0: a product with a constant zero would be folded away.
+    let tiny = g.constant("tiny", &[1], vec![1e-6]);
+    let nothing = g.node("Mul", &[&guard, &tiny], vec![], None);
+    let guarded = g.node("Add", &[&logits, &nothing], vec![], None);
+    g.node(
+        "Softmax",
+        &[&guarded],
+        vec![attr_int("axis", 1)],
+        Some("probabilities"),
+    );
+    let mut c = ModelContract::new(labels.map(String::from).to_vec(), 8);
+    c.mean = [0.5; 3];
+    c.std = [0.5; 3];
+    let model = g.finish(
+        value_info("image", &[None, Some(3), Some(8), Some(8)]),
+        vec![value_info("probabilities", &[None, Some(2)])],
+        c.to_metadata(),
+        "edge-tests",
+    );
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+/// The mean of a JPEG's pixels as the fragile model sees it (normalized to −1..1).
+pub fn normalized_brightness(jpeg: &[u8]) -> f32 {
+    let img = image::load_from_memory(jpeg).unwrap().into_rgb8();
+    let sum: f64 = img.as_raw().iter().map(|&v| f64::from(v)).sum();
+    (sum / img.as_raw().len() as f64 / 127.5 - 1.0) as f32
+}
+
+/// `jpeg` with every pixel scaled by `gain`.
+pub fn scaled(jpeg: &[u8], gain: f32) -> Vec<u8> {
+    let mut img = image::load_from_memory(jpeg).unwrap().into_rgb8();
+    for v in img.iter_mut() {
+        *v = (f32::from(*v) * gain).clamp(0.0, 255.0) as u8;
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// `frames` camera frames (320×240 JPEGs) of one synthetic smear field held under the
+/// objective: each moved by up to ±2 px (jitter), with sensor noise of ±8 grey levels and a gain
+/// of up to ±5 % (exposure flicker). `red_shift` as in [`smear_jpeg`]; `noise_seed` varies the
+/// noise between holds of the same field.
+pub fn held_field(seed: u64, red_shift: i16, frames: usize, noise_seed: u64) -> Vec<Vec<u8>> {
+    let scene = edge::quality::synthetic_smear(324, 244, seed);
+    let mut rng = leukoscope_model::seeded::SplitMix64::new(noise_seed ^ (seed << 20));
+    (0..frames)
+        .map(|_| {
+            let (dx, dy) = (rng.below(5) as u32, rng.below(5) as u32);
+            let gain = 0.95 + rng.unit() * 0.1;
+            let img = image::RgbImage::from_fn(320, 240, |x, y| {
+                let p = scene.get_pixel(x + dx, y + dy);
+                let mut px = [0u8; 3];
+                for (c, out) in px.iter_mut().enumerate() {
+                    let shift = match c {
+                        0 => f32::from(red_shift),
+                        2 => -f32::from(red_shift),
+                        _ => 0.0,
+                    };
+                    let v = (f32::from(p[c]) + shift) * gain + (rng.unit() - 0.5) * 16.0;
+                    *out = v.clamp(0.0, 255.0) as u8;
+                }
+                image::Rgb(px)
+            });
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+                .encode_image(&img)
+                .unwrap();
+            out
+        })
+        .collect()
+}

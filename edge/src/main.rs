@@ -205,6 +205,34 @@ struct EvaluateArgs {
     shortcut_check: bool,
 }
 
+/// The device's frame decision: `[decision]` of a device config, a threshold over it.
+#[derive(Args)]
+struct DecisionArgs {
+    /// Device config file (TOML, as for `edge run`) to take the decision settings from
+    /// (`[decision]`: `min_confidence`, `normal_labels`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Below this top-class probability a picture is `uncertain` (default: the config's, else
+    /// the device's default 0.8).
+    #[arg(long)]
+    min_confidence: Option<f32>,
+}
+
+impl DecisionArgs {
+    /// The device config (or its defaults) with `--min-confidence` over it, checked.
+    fn run_config(&self) -> Result<edge::config::RunConfig> {
+        let mut c = match &self.config {
+            Some(path) => edge::config::RunConfig::load(path)?,
+            None => edge::config::RunConfig::default(),
+        };
+        if let Some(m) = self.min_confidence {
+            c.decision.min_confidence = m;
+        }
+        c.check()?;
+        Ok(c)
+    }
+}
+
 #[derive(Args)]
 struct BenchArgs {
     #[command(flatten)]
@@ -315,6 +343,8 @@ struct ClassifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ClassifyFormat::Table)]
     format: ClassifyFormat,
+    #[command(flatten)]
+    decision: DecisionArgs,
     /// Image files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -530,6 +560,7 @@ fn parse_resolution(r: &str) -> Result<(u32, u32)> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
+    let decision = a.decision.run_config()?.decision;
     let model = a.model.load()?;
     let labels = model.contract().labels.clone();
     let mut pre = Preprocessor::new(model.contract().clone());
@@ -539,7 +570,7 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
     write_header(&mut out, a.format, &labels).context("cannot write output")?;
     let mut failed = 0;
     for path in expand_paths(&a.paths) {
-        let row = classify_file(&model, &mut pre, &mut input, &path);
+        let row = classify_file(&model, &mut pre, &mut input, &path, &decision);
         if let Some(e) = &row.error {
             eprintln!("error: {e}");
             failed += 1;

@@ -12,6 +12,7 @@
 //! nothing here depends on it.
 
 pub mod bench;
+pub mod calibration;
 pub mod classifier;
 pub mod contract;
 pub mod evaluate;
@@ -21,6 +22,8 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx;
+pub mod operating_point;
 pub mod preprocess;
 pub mod seeded;
+pub mod slide_simulation;
 pub mod variant;

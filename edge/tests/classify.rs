@@ -359,6 +359,116 @@ fn evaluate_writes_the_report_and_refuses_unknown_classes() {
 }
 
 #[test]
+fn evaluate_reports_the_operating_point_from_the_flags_and_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("benign-pro.onnx");
+    write_model_with(&model, ["Benign", "Pro"], 2.0, true);
+    // Benign: 3 reddish (0.94); Pro: 3 bluish (0.94) and 1 grey (0.5, uncertain).
+    let data = dir.path().join("clinic");
+    for (class, colours) in [
+        (
+            "Benign",
+            vec![[180, 100, 90], [182, 100, 90], [184, 100, 90]],
+        ),
+        (
+            "Pro",
+            vec![
+                [90, 100, 180],
+                [90, 100, 182],
+                [90, 100, 184],
+                [128, 128, 128],
+            ],
+        ),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for (i, c) in colours.into_iter().enumerate() {
+            image::RgbImage::from_pixel(10, 10, image::Rgb(c))
+                .save(data.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let evaluate = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--slides",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        let run = edge(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let doc =
+            leukoscope_model::evaluation_report::read_report(&out.join("report.json")).unwrap();
+        (doc, String::from_utf8_lossy(&run.stdout).into_owned())
+    };
+    let pair = |p: &leukoscope_model::metrics::Proportion| (p.successes, p.n);
+
+    let (doc, stdout) = evaluate(&dir.path().join("default"), &[]);
+    let op = doc.operating_point.unwrap();
+    assert_eq!(op.decision.min_confidence, 0.8);
+    assert_eq!(pair(&op.sensitivity), (3, 4));
+    assert_eq!(pair(&op.sensitivity_answered), (3, 3));
+    assert_eq!(pair(&op.specificity), (3, 3));
+    assert_eq!(pair(&op.abstention), (1, 7));
+    assert_eq!(pair(&op.per_class[1].abstention), (1, 4));
+    assert!(op.sensitivity.low < 0.75 && op.sensitivity.high > 0.75);
+    let sim = doc.slide_simulation.unwrap();
+    assert_eq!(sim.config.slides_per_condition, 200);
+    assert_eq!(sim.config.seed, 17);
+    assert_eq!(sim.specificity().unwrap().value, Some(1.0));
+    assert!(doc.calibration.is_some());
+    assert!(dir.path().join("default/reliability.png").exists());
+    assert!(stdout.contains("sensitivity 75.00 %"), "{stdout}");
+    assert!(stdout.contains("seed 17"), "{stdout}");
+
+    // Above every picture's confidence, everything is uncertain: nothing detected, every
+    // slide uncertain.
+    let (doc, _) = evaluate(&dir.path().join("strict"), &["--min-confidence", "0.99"]);
+    let op = doc.operating_point.unwrap();
+    assert_eq!(pair(&op.sensitivity), (0, 4));
+    assert_eq!(pair(&op.abstention), (7, 7));
+    let sim = doc.slide_simulation.unwrap();
+    assert!(
+        sim.benign
+            .iter()
+            .chain(&sim.blast)
+            .all(|c| c.uncertain.value == Some(1.0))
+    );
+
+    // The slide rule comes from the config: 40 good fields needed, 30 per slide → insufficient.
+    let config = dir.path().join("device.toml");
+    std::fs::write(
+        &config,
+        "[decision]\nmin_confidence = 0.9\n[slide.rule]\nmin_good_fields = 40\n",
+    )
+    .unwrap();
+    let (doc, _) = evaluate(
+        &dir.path().join("config"),
+        &["--config", config.to_str().unwrap(), "--slide-seed", "3"],
+    );
+    let op = doc.operating_point.unwrap();
+    assert_eq!(op.decision.min_confidence, 0.9);
+    assert!(
+        op.settings_from.contains("device.toml"),
+        "{}",
+        op.settings_from
+    );
+    let sim = doc.slide_simulation.unwrap();
+    assert_eq!((sim.rule.min_good_fields, sim.config.seed), (40, 3));
+    assert_eq!(sim.specificity().unwrap().value, Some(0.0));
+    assert_eq!(sim.benign.unwrap().insufficient.value, Some(1.0));
+}
+
+#[test]
 fn bench_prints_the_stage_latencies_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.onnx");

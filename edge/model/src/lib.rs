@@ -6,7 +6,9 @@
 //! ([`onnx::OnnxFile`]) and written by one graph builder ([`onnx::graph`]); a training split is
 //! read and written by one manifest reader ([`manifest`]). The metrics and the evaluation report
 //! live here too, so `trainer evaluate` and `edge evaluate` produce the same numbers from the
-//! same code.
+//! same code — including the figures at the device's operating point ([`operating_point`],
+//! [`calibration`], [`slide_simulation`]), which apply the device's own screening rule
+//! (`leukoscope-screening`).
 //!
 //! The device program (camera, quality gate, decisions, audit database) is the `edge` package;
 //! nothing here depends on it.

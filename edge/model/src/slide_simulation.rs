@@ -9,9 +9,11 @@
 //! - **blast share b**, for each configured b: `round(b·K)` blast pictures (at least one) and
 //!   normal pictures for the rest of the K fields.
 //!
-//! Within one slide pictures are drawn without replacement while the pool lasts; a pool smaller
-//! than a slide needs is drawn with replacement. Draws are seeded ([`SplitMix64`]), so a
-//! simulation is reproducible from its seed.
+//! Every field is an independent draw from its pool (with replacement: a bootstrap of the
+//! per-field error rates). Drawing without replacement would tie the slides to the few pictures
+//! of a split: with 44 normal pictures and 30 fields, a single normal picture called a blast
+//! could never make the two blast fields that refer, however often the model errs like that on
+//! real fields. Draws are seeded ([`SplitMix64`]), so a simulation is reproducible from its seed.
 //!
 //! Slide sensitivity is the share of blast slides referred; slide specificity the share of
 //! benign slides called `no_blasts`. Their Wilson intervals count simulation noise only: the
@@ -216,22 +218,12 @@ pub fn simulate(
     }
 }
 
-/// Appends `count` picks from `pool` to `out`: without replacement (a partial Fisher–Yates
-/// shuffle) when the pool is large enough, with replacement otherwise.
+/// Appends `count` independent picks from `pool` (with replacement) to `out`.
 fn draw(rng: &mut SplitMix64, pool: &[usize], count: usize, out: &mut Vec<usize>) {
-    if count == 0 || pool.is_empty() {
+    if pool.is_empty() {
         return;
     }
-    if count > pool.len() {
-        out.extend((0..count).map(|_| pool[rng.below(pool.len() as u64) as usize]));
-        return;
-    }
-    let mut order = pool.to_vec();
-    for i in 0..count {
-        let j = i + rng.below((order.len() - i) as u64) as usize;
-        order.swap(i, j);
-    }
-    out.extend_from_slice(&order[..count]);
+    out.extend((0..count).map(|_| pool[rng.below(pool.len() as u64) as usize]));
 }
 
 #[cfg(test)]
@@ -349,17 +341,35 @@ mod tests {
     }
 
     #[test]
-    fn draws_without_replacement_while_the_pool_lasts() {
+    fn one_false_blast_picture_can_refer_a_benign_slide_as_often_as_its_rate_says() {
+        // 1 of 40 normal pictures is called a blast: each field of a benign slide is a false
+        // blast with probability 1/40, and a slide of 30 fields is referred when at least 2 are:
+        // 1 − (39/40)^30 − 30·(1/40)·(39/40)^29 = 0.1709.
+        let (truth, probs) = pictures(|t, i| row(if i == 0 { 3 } else { t }, 0.95));
+        let config = SimulationConfig {
+            slides_per_condition: 4000,
+            ..SimulationConfig::default()
+        };
+        let s = sim(&truth, &probs, &config);
+        let refer = s.benign.unwrap().refer;
+        assert!(
+            refer.low < 0.1709 && 0.1709 < refer.high,
+            "{refer:?} should cover 0.1709"
+        );
+    }
+
+    #[test]
+    fn draws_are_independent_picks_from_the_pool() {
         let mut rng = SplitMix64::new(1);
-        let pool: Vec<usize> = (100..110).collect();
+        let pool: Vec<usize> = (100..103).collect();
         let mut out = Vec::new();
-        draw(&mut rng, &pool, 10, &mut out);
-        let mut sorted = out.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, pool);
-        out.clear();
-        draw(&mut rng, &pool, 25, &mut out);
-        assert_eq!(out.len(), 25);
-        assert!(out.iter().all(|i| pool.contains(i)));
+        draw(&mut rng, &pool, 300, &mut out);
+        assert_eq!(out.len(), 300);
+        for p in &pool {
+            let n = out.iter().filter(|&i| i == p).count();
+            assert!((70..130).contains(&n), "{p}: {n} of 300");
+        }
+        draw(&mut rng, &[], 5, &mut out);
+        assert_eq!(out.len(), 300);
     }
 }

@@ -321,8 +321,8 @@ fn screening_sections(s: &mut String, f: &ScreeningFigures) {
     let _ = writeln!(s, "\n## Slide-level simulation\n");
     let _ = writeln!(
         s,
-        "Simulated slides of **{} fields** each, every field one evaluated picture (drawn without \
-         replacement within a slide while the pool lasts), {} slides per condition, seed **{}**; \
+        "Simulated slides of **{} fields** each, every field one evaluated picture drawn at random \
+         (independently, with replacement), {} slides per condition, seed **{}**; \
          pools: {} normal and {} blast pictures. Benign slides hold normal pictures only; a blast \
          slide at share b holds round(b·{}) blast pictures (at least one) and normal pictures for \
          the rest. Each slide is tallied with the device's slide rule: fewer than {} good fields → \

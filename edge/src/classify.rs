@@ -2,7 +2,9 @@
 //!
 //! JSON lines (`--format jsonl`), one object per image — a contract other tools script against:
 //! `{"path": str, "label": str|null, "confidence": float|null, "probabilities": {label: float}|null,
-//! "error": str|null}`.
+//! "error": str|null, "decision": "blast"|"normal"|"uncertain"|null,
+//! "uncertain_reason": "low_confidence"|null}`. The decision is the device's frame rule
+//! ([`leukoscope_screening::decide_frame`]), so a picture gets the word `edge run` would give it.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +13,7 @@ use serde::Serialize;
 
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::preprocess::{Preprocessor, decode_image};
+use leukoscope_screening::{Decision, DecisionConfig, FrameDecision, decide_frame};
 
 /// `edge classify --format`: how the results are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,8 +26,33 @@ pub enum ClassifyFormat {
     Csv,
 }
 
+/// Why a picture's decision is `uncertain` (`uncertain_reason`). Serialized as its
+/// [`as_str`](Self::as_str) word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertainReason {
+    /// The top-class probability is below the threshold (`--min-confidence`).
+    LowConfidence,
+}
+
+impl UncertainReason {
+    /// The `uncertain_reason` value: `low_confidence`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UncertainReason::LowConfidence => "low_confidence",
+        }
+    }
+
+    /// The reason for `decision`, `None` when it is not uncertain.
+    pub fn of(decision: &FrameDecision) -> Option<Self> {
+        // The frame rule has one way to be uncertain today: a top probability below the
+        // threshold (or not a number).
+        (decision.kind == Decision::Uncertain).then_some(UncertainReason::LowConfidence)
+    }
+}
+
 /// One image's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Row {
     /// The image file.
     pub path: String,
@@ -36,14 +64,19 @@ pub struct Row {
     pub probabilities: Option<serde_json::Map<String, serde_json::Value>>,
     /// Why the image could not be classified.
     pub error: Option<String>,
+    /// The device's decision for the picture (`None` when it could not be classified).
+    pub decision: Option<Decision>,
+    /// Why the decision is `uncertain` (`None` otherwise).
+    pub uncertain_reason: Option<UncertainReason>,
 }
 
-/// Classifies one image file.
+/// Classifies one image file and decides it with `decision` (the device's frame rule).
 pub fn classify_file(
     model: &OnnxClassifier,
     pre: &mut Preprocessor,
     input: &mut [f32],
     path: &Path,
+    decision: &DecisionConfig,
 ) -> Row {
     let result = decode_image(path)
         .map_err(|e| e.to_string())
@@ -54,6 +87,7 @@ pub fn classify_file(
         Ok(p) => {
             let best = leukoscope_model::metrics::argmax(&p);
             let labels = &model.contract().labels;
+            let decided = decide_frame(decision, labels, &p);
             Row {
                 path: path_text,
                 label: Some(labels[best].clone()),
@@ -66,14 +100,14 @@ pub fn classify_file(
                         .collect(),
                 ),
                 error: None,
+                decision: Some(decided.kind),
+                uncertain_reason: UncertainReason::of(&decided),
             }
         }
         Err(e) => Row {
             path: path_text,
-            label: None,
-            confidence: None,
-            probabilities: None,
             error: Some(e),
+            ..Row::default()
         },
     }
 }
@@ -90,14 +124,14 @@ pub fn write_header(
             let header = ["path", "label", "confidence"]
                 .into_iter()
                 .chain(labels.iter().map(String::as_str))
-                .chain(["error"]);
+                .chain(["error", "decision", "uncertain_reason"]);
             write_csv_record(out, header)
         }
         ClassifyFormat::Table => {
             let probs: String = labels.iter().map(|l| format!(" {l:>8.8}")).collect();
             writeln!(
                 out,
-                "{:<40} {:<10} {:>10}{probs}",
+                "{:<40} {:<10} {:>10}{probs}  decision",
                 "path", "label", "confidence"
             )
         }
@@ -147,6 +181,12 @@ pub fn write_row(
                     .map(|l| prob(l).map_or(String::new(), |p| format!("{p:.6}"))),
             );
             record.push(row.error.clone().unwrap_or_default());
+            record.push(row.decision.map_or("", Decision::as_str).into());
+            record.push(
+                row.uncertain_reason
+                    .map_or("", UncertainReason::as_str)
+                    .into(),
+            );
             write_csv_record(out, record)
         }
         ClassifyFormat::Table => match &row.error {
@@ -156,9 +196,14 @@ pub fn write_row(
                     .iter()
                     .map(|l| format!(" {:>8.4}", prob(l).unwrap_or(f64::NAN)))
                     .collect();
+                let decision = match (row.decision, row.uncertain_reason) {
+                    (Some(d), Some(r)) => format!("{} ({})", d.as_str(), r.as_str()),
+                    (Some(d), None) => d.as_str().to_string(),
+                    (None, _) => String::new(),
+                };
                 writeln!(
                     out,
-                    "{:<40} {:<10} {:>10.4}{probs}",
+                    "{:<40} {:<10} {:>10.4}{probs}  {decision}",
                     row.path,
                     row.label.as_deref().unwrap_or(""),
                     row.confidence.unwrap_or(f32::NAN)

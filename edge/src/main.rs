@@ -31,7 +31,9 @@ enum Command {
     Classify(ClassifyArgs),
     /// Evaluate a model on a labeled folder (one subfolder per class, named by the model's
     /// labels): accuracy, per-class precision/recall/F1, kappa, MCC, ROC — the same report as
-    /// `trainer evaluate`.
+    /// `trainer evaluate` — with Wilson 95 % intervals, and at the device's operating point
+    /// (`--config`, `--min-confidence`): blast-vs-normal sensitivity, specificity, abstention,
+    /// calibration (reliability diagram, ECE) and simulated slides under the slide rule.
     Evaluate(EvaluateArgs),
     /// Measure decode, preprocess and inference latency (p50/p95) and frames/s.
     Bench(BenchArgs),
@@ -207,6 +209,93 @@ struct EvaluateArgs {
     /// collapses there learned artefacts, not cells.
     #[arg(long)]
     shortcut_check: bool,
+    #[command(flatten)]
+    decision: DecisionArgs,
+    /// Slide simulation: fields (pictures) per simulated slide [default: 30].
+    #[arg(long, value_name = "K")]
+    slide_fields: Option<u32>,
+    /// Slide simulation: slides per condition [default: 1000].
+    #[arg(long, value_name = "N")]
+    slides: Option<u32>,
+    /// Slide simulation: shares of blast fields of the blast slides, comma-separated
+    /// [default: 0.1,0.3,1.0].
+    #[arg(long, value_delimiter = ',', value_name = "B")]
+    blast_shares: Option<Vec<f64>>,
+    /// Slide simulation: seed of the draws [default: 17].
+    #[arg(long)]
+    slide_seed: Option<u64>,
+}
+
+impl EvaluateArgs {
+    /// The decision, slide rule and simulation to evaluate at, and where they came from.
+    fn screening_settings(&self) -> Result<leukoscope_model::operating_point::ScreeningSettings> {
+        let c = self.decision.run_config()?;
+        let mut settings = leukoscope_model::operating_point::ScreeningSettings {
+            decision: c.decision,
+            rule: c.slide.rule,
+            ..Default::default()
+        };
+        if let Some(path) = &self.decision.config {
+            settings.settings_from = format!(
+                "[decision] and [slide.rule] of {} (defaults for keys it does not set)",
+                path.display()
+            );
+        }
+        if let Some(m) = self.decision.min_confidence {
+            settings
+                .settings_from
+                .push_str(&format!("; --min-confidence {m}"));
+        }
+        let sim = &mut settings.simulation;
+        if let Some(k) = self.slide_fields {
+            sim.fields_per_slide = k;
+        }
+        if let Some(n) = self.slides {
+            if n == 0 {
+                bail!("--slides must be at least 1");
+            }
+            sim.slides_per_condition = n;
+        }
+        if let Some(b) = &self.blast_shares {
+            if let Some(bad) = b.iter().find(|b| !(**b > 0.0 && **b <= 1.0)) {
+                bail!("--blast-shares: {bad} is not within 0 (excluded) and 1");
+            }
+            sim.blast_shares = b.clone();
+        }
+        if let Some(seed) = self.slide_seed {
+            sim.seed = seed;
+        }
+        Ok(settings)
+    }
+}
+
+/// The device's frame decision: `[decision]` of a device config, a threshold over it.
+#[derive(Args)]
+struct DecisionArgs {
+    /// Device config file (TOML, as for `edge run`) to take the decision settings from
+    /// (`[decision]`: `min_confidence`, `normal_labels`; `edge evaluate` also takes the slide
+    /// rule, `[slide.rule]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Below this top-class probability a picture is `uncertain` (default: the config's, else
+    /// the device's default 0.8).
+    #[arg(long)]
+    min_confidence: Option<f32>,
+}
+
+impl DecisionArgs {
+    /// The device config (or its defaults) with `--min-confidence` over it, checked.
+    fn run_config(&self) -> Result<edge::config::RunConfig> {
+        let mut c = match &self.config {
+            Some(path) => edge::config::RunConfig::load(path)?,
+            None => edge::config::RunConfig::default(),
+        };
+        if let Some(m) = self.min_confidence {
+            c.decision.min_confidence = m;
+        }
+        c.check()?;
+        Ok(c)
+    }
 }
 
 #[derive(Args)]
@@ -335,6 +424,8 @@ struct ClassifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ClassifyFormat::Table)]
     format: ClassifyFormat,
+    #[command(flatten)]
+    decision: DecisionArgs,
     /// Image files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -355,6 +446,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Classify(a) => classify(a),
         Command::Evaluate(a) => {
+            let settings = a.screening_settings()?;
             let model = a.model.load()?;
             let out = a.out.unwrap_or_else(|| {
                 let name = a
@@ -366,8 +458,9 @@ fn run(cli: Cli) -> Result<i32> {
             let selection = leukoscope_model::evaluate::Selection {
                 manifest: a.manifest.clone().map(|m| (m, a.split.clone())),
             };
-            let e =
-                leukoscope_model::evaluate::evaluate_selection(&model, &a.data, &selection, &out)?;
+            let e = leukoscope_model::evaluate::evaluate_selection_with(
+                &model, &a.data, &selection, &settings, &out,
+            )?;
             for (path, reason) in &e.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
             }
@@ -381,6 +474,9 @@ fn run(cli: Cli) -> Result<i32> {
                 r.mcc,
                 out.display()
             );
+            if let Some(f) = &e.screening {
+                print_screening(f);
+            }
             if a.shortcut_check {
                 let files = leukoscope_model::evaluate::labeled_files(
                     &a.data,
@@ -518,6 +614,48 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The operating-point figures of `edge evaluate`, in a few lines (the report has them all).
+fn print_screening(f: &leukoscope_model::operating_point::ScreeningFigures) {
+    use leukoscope_model::metrics::Proportion;
+    let show = |p: &Proportion| match p.value {
+        Some(v) => format!(
+            "{:.2} % [{:.2}–{:.2}] ({}/{})",
+            v * 100.0,
+            p.low * 100.0,
+            p.high * 100.0,
+            p.successes,
+            p.n
+        ),
+        None => "n/a (0 pictures)".into(),
+    };
+    let op = &f.operating_point;
+    println!(
+        "operating point (min_confidence {:.2}, normal labels {}): sensitivity {}, specificity {}, \
+         abstention {}, ECE {:.4} (95 % Wilson intervals)",
+        op.decision.min_confidence,
+        op.decision.normal_labels.join(","),
+        show(&op.sensitivity),
+        show(&op.specificity),
+        show(&op.abstention),
+        f.calibration.ece
+    );
+    let sim = &f.slide_simulation;
+    let mut line = format!(
+        "slide simulation ({} fields, {} slides per condition, seed {}):",
+        sim.config.fields_per_slide, sim.config.slides_per_condition, sim.config.seed
+    );
+    if let Some(spec) = sim.specificity() {
+        line.push_str(&format!(" specificity {}", show(spec)));
+    }
+    for (b, sens) in sim.sensitivity() {
+        line.push_str(&format!(
+            "; sensitivity at blast share {b:.2} {}",
+            show(sens)
+        ));
+    }
+    println!("{line}");
+}
+
 /// `edge bench --pipeline`: each resolution through a scratch device (own database, no outputs).
 fn bench_pipeline(
     a: &BenchArgs,
@@ -576,6 +714,7 @@ fn measure_fields(a: FieldsArgs) -> Result<i32> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
+    let decision = a.decision.run_config()?.decision;
     let model = a.model.load()?;
     let labels = model.contract().labels.clone();
     let mut pre = Preprocessor::new(model.contract().clone());
@@ -585,7 +724,7 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
     write_header(&mut out, a.format, &labels).context("cannot write output")?;
     let mut failed = 0;
     for path in expand_paths(&a.paths) {
-        let row = classify_file(&model, &mut pre, &mut input, &path);
+        let row = classify_file(&model, &mut pre, &mut input, &path, &decision);
         if let Some(e) = &row.error {
             eprintln!("error: {e}");
             failed += 1;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::write_model;
+use common::{write_model, write_model_with};
 
 fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge"))
@@ -67,6 +67,7 @@ fn folders_are_classified_and_bad_images_reported_without_stopping() {
     assert!(by_name("blue.jpg")["error"].is_null());
     let broken = by_name("broken.jpg");
     assert!(broken["label"].is_null());
+    assert!(broken["decision"].is_null() && broken["uncertain_reason"].is_null());
     assert!(broken["error"].as_str().unwrap().contains("broken.jpg"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.jpg"));
 
@@ -81,7 +82,7 @@ fn folders_are_classified_and_bad_images_reported_without_stopping() {
     assert!(csv.status.success());
     let text = String::from_utf8_lossy(&csv.stdout);
     assert!(
-        text.starts_with("path,label,confidence,red,blue,error\n"),
+        text.starts_with("path,label,confidence,red,blue,error,decision,uncertain_reason\n"),
         "{text}"
     );
     assert!(text.lines().nth(1).unwrap().contains(",red,"), "{text}");
@@ -176,6 +177,161 @@ fn partial_pictures_get_an_error_row_and_no_result_and_the_others_are_classified
             assert!(row.contains("ERROR"), "{text}");
         }
     }
+}
+
+/// Pictures for the decision tests: "benign" reddish, "blast" bluish, both at about 0.94 for
+/// the tiny model (confident at 0.8, not at 0.99); "sure" strongly red (0.999); "even" grey
+/// (0.5 each: uncertain at any threshold above 0.5).
+fn decision_pictures(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, rgb) in [
+        ("benign", [180, 100, 90]),
+        ("blast", [90, 100, 180]),
+        ("sure", [230, 20, 20]),
+        ("even", [128, 128, 128]),
+    ] {
+        image::RgbImage::from_pixel(10, 10, image::Rgb(rgb))
+            .save(dir.join(format!("{name}.png")))
+            .unwrap();
+    }
+}
+
+/// `edge classify --format jsonl` on `dir` with `extra` flags: the rows by file stem.
+fn classify_rows(
+    model: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut args = vec!["classify", "--model", model.to_str().unwrap()];
+    args.extend_from_slice(&["--format", "jsonl"]);
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    let out = edge(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            let stem = Path::new(row["path"].as_str().unwrap())
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (stem, row)
+        })
+        .collect()
+}
+
+#[test]
+fn classify_decides_each_picture_by_the_device_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("benign-pro.onnx");
+    write_model_with(&model, ["Benign", "Pro"], 2.0, true);
+    let pics = dir.path().join("pics");
+    decision_pictures(&pics);
+
+    let decided = |rows: &std::collections::BTreeMap<String, serde_json::Value>, name: &str| {
+        let r = &rows[name];
+        (
+            r["decision"].as_str().unwrap().to_string(),
+            r["uncertain_reason"].as_str().map(String::from),
+        )
+    };
+    let rows = classify_rows(&model, &pics, &[]);
+    let confidence = rows["benign"]["confidence"].as_f64().unwrap();
+    assert!((0.8..0.99).contains(&confidence), "{confidence}");
+    assert_eq!(decided(&rows, "benign"), ("normal".into(), None));
+    assert_eq!(decided(&rows, "sure"), ("normal".into(), None));
+    assert_eq!(rows["blast"]["label"], "Pro");
+    assert_eq!(decided(&rows, "blast"), ("blast".into(), None));
+    assert_eq!(
+        decided(&rows, "even"),
+        ("uncertain".into(), Some("low_confidence".into()))
+    );
+    // The label and probabilities stay what the model said.
+    assert_eq!(rows["even"]["label"], "Benign");
+
+    let strict = classify_rows(&model, &pics, &["--min-confidence", "0.99"]);
+    for name in ["benign", "blast", "even"] {
+        assert_eq!(
+            decided(&strict, name),
+            ("uncertain".into(), Some("low_confidence".into())),
+            "{name}"
+        );
+    }
+    assert_eq!(decided(&strict, "sure"), ("normal".into(), None));
+
+    // The threshold and the normal labels come from a device config's [decision]; the flag
+    // overrides the file.
+    let config = dir.path().join("device.toml");
+    std::fs::write(
+        &config,
+        "[decision]\nmin_confidence = 0.99\nnormal_labels = [\"Pro\"]\n",
+    )
+    .unwrap();
+    let from_file = classify_rows(&model, &pics, &["--config", config.to_str().unwrap()]);
+    assert_eq!(decided(&from_file, "blast").0, "uncertain");
+    assert_eq!(decided(&from_file, "sure"), ("blast".into(), None));
+    let overridden = classify_rows(
+        &model,
+        &pics,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--min-confidence",
+            "0.5",
+        ],
+    );
+    assert_eq!(decided(&overridden, "blast"), ("normal".into(), None));
+    assert_eq!(decided(&overridden, "benign"), ("blast".into(), None));
+
+    let csv = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--min-confidence",
+        "0.99",
+        pics.join("benign.png").to_str().unwrap(),
+        pics.join("sure.png").to_str().unwrap(),
+    ]);
+    assert!(csv.status.success());
+    let text = String::from_utf8_lossy(&csv.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "path,label,confidence,Benign,Pro,error,decision,uncertain_reason"
+    );
+    assert!(lines[1].ends_with(",,uncertain,low_confidence"), "{text}");
+    assert!(lines[2].ends_with(",,normal,"), "{text}");
+
+    let table = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        pics.join("even.png").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("uncertain (low_confidence)"));
+
+    let bad = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--min-confidence",
+        "1.5",
+        pics.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("min_confidence") && err.contains("1.5"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -363,6 +519,116 @@ fn evaluate_writes_the_report_and_refuses_unknown_classes() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("green") && err.contains("\"red\""), "{err}");
+}
+
+#[test]
+fn evaluate_reports_the_operating_point_from_the_flags_and_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("benign-pro.onnx");
+    write_model_with(&model, ["Benign", "Pro"], 2.0, true);
+    // Benign: 3 reddish (0.94); Pro: 3 bluish (0.94) and 1 grey (0.5, uncertain).
+    let data = dir.path().join("clinic");
+    for (class, colours) in [
+        (
+            "Benign",
+            vec![[180, 100, 90], [182, 100, 90], [184, 100, 90]],
+        ),
+        (
+            "Pro",
+            vec![
+                [90, 100, 180],
+                [90, 100, 182],
+                [90, 100, 184],
+                [128, 128, 128],
+            ],
+        ),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for (i, c) in colours.into_iter().enumerate() {
+            image::RgbImage::from_pixel(10, 10, image::Rgb(c))
+                .save(data.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let evaluate = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--slides",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        let run = edge(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let doc =
+            leukoscope_model::evaluation_report::read_report(&out.join("report.json")).unwrap();
+        (doc, String::from_utf8_lossy(&run.stdout).into_owned())
+    };
+    let pair = |p: &leukoscope_model::metrics::Proportion| (p.successes, p.n);
+
+    let (doc, stdout) = evaluate(&dir.path().join("default"), &[]);
+    let op = doc.operating_point.unwrap();
+    assert_eq!(op.decision.min_confidence, 0.8);
+    assert_eq!(pair(&op.sensitivity), (3, 4));
+    assert_eq!(pair(&op.sensitivity_answered), (3, 3));
+    assert_eq!(pair(&op.specificity), (3, 3));
+    assert_eq!(pair(&op.abstention), (1, 7));
+    assert_eq!(pair(&op.per_class[1].abstention), (1, 4));
+    assert!(op.sensitivity.low < 0.75 && op.sensitivity.high > 0.75);
+    let sim = doc.slide_simulation.unwrap();
+    assert_eq!(sim.config.slides_per_condition, 200);
+    assert_eq!(sim.config.seed, 17);
+    assert_eq!(sim.specificity().unwrap().value, Some(1.0));
+    assert!(doc.calibration.is_some());
+    assert!(dir.path().join("default/reliability.png").exists());
+    assert!(stdout.contains("sensitivity 75.00 %"), "{stdout}");
+    assert!(stdout.contains("seed 17"), "{stdout}");
+
+    // Above every picture's confidence, everything is uncertain: nothing detected, every
+    // slide uncertain.
+    let (doc, _) = evaluate(&dir.path().join("strict"), &["--min-confidence", "0.99"]);
+    let op = doc.operating_point.unwrap();
+    assert_eq!(pair(&op.sensitivity), (0, 4));
+    assert_eq!(pair(&op.abstention), (7, 7));
+    let sim = doc.slide_simulation.unwrap();
+    assert!(
+        sim.benign
+            .iter()
+            .chain(&sim.blast)
+            .all(|c| c.uncertain.value == Some(1.0))
+    );
+
+    // The slide rule comes from the config: 40 good fields needed, 30 per slide → insufficient.
+    let config = dir.path().join("device.toml");
+    std::fs::write(
+        &config,
+        "[decision]\nmin_confidence = 0.9\n[slide.rule]\nmin_good_fields = 40\n",
+    )
+    .unwrap();
+    let (doc, _) = evaluate(
+        &dir.path().join("config"),
+        &["--config", config.to_str().unwrap(), "--slide-seed", "3"],
+    );
+    let op = doc.operating_point.unwrap();
+    assert_eq!(op.decision.min_confidence, 0.9);
+    assert!(
+        op.settings_from.contains("device.toml"),
+        "{}",
+        op.settings_from
+    );
+    let sim = doc.slide_simulation.unwrap();
+    assert_eq!((sim.rule.min_good_fields, sim.config.seed), (40, 3));
+    assert_eq!(sim.specificity().unwrap().value, Some(0.0));
+    assert_eq!(sim.benign.unwrap().insufficient.value, Some(1.0));
 }
 
 #[test]

@@ -8,8 +8,9 @@ use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
 use leukoscope_model::contract::ModelContract;
-use leukoscope_model::evaluation_report::{ReportContext, write_report};
+use leukoscope_model::evaluation_report::{ReportContext, write_report_with};
 use leukoscope_model::metrics;
+use leukoscope_model::operating_point::{ScreeningFigures, ScreeningSettings};
 
 use crate::backend::{BackendKind, inference_device};
 use crate::data::batches::build_batch;
@@ -173,7 +174,15 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
         inference_images_per_s: Some(per_s),
         notes: run_notes(&file.config, &file.info),
     };
-    write_report(&out_dir, &ctx, &report, Some(&history))?;
+    let settings = ScreeningSettings {
+        settings_from: "the device defaults (DecisionConfig::default(), SlideRule::default()): \
+                        the trainer reads no device config; `edge evaluate --config FILE` \
+                        evaluates at a device's own settings"
+            .into(),
+        ..ScreeningSettings::default()
+    };
+    let screening = ScreeningFigures::compute(&contract.labels, &truth, &probs, &settings);
+    write_report_with(&out_dir, &ctx, &report, Some(&history), Some(&screening))?;
     println!(
         "{split}: {} images, accuracy {:.2} %, macro-F1 {:.4}, kappa {:.4}, MCC {:.4} — report in {}",
         report.samples,
@@ -183,7 +192,32 @@ pub fn evaluate_run(run: &RunDir, data: Option<&Path>, backend: BackendKind) -> 
         report.mcc,
         out_dir.display()
     );
+    let op = &screening.operating_point;
+    println!(
+        "at the device defaults (min_confidence {:.2}): blast sensitivity {}, specificity {}, \
+         abstention {}, ECE {:.4}",
+        op.decision.min_confidence,
+        percent(&op.sensitivity),
+        percent(&op.specificity),
+        percent(&op.abstention),
+        screening.calibration.ece
+    );
     Ok(out_dir)
+}
+
+/// `97.50 % [94.1–99.0]`, or `n/a` without pictures.
+fn percent(p: &metrics::Proportion) -> String {
+    p.value.map_or_else(
+        || "n/a".into(),
+        |v| {
+            format!(
+                "{:.2} % [{:.1}–{:.1}]",
+                v * 100.0,
+                p.low * 100.0,
+                p.high * 100.0
+            )
+        },
+    )
 }
 
 /// The training recipe in words, for the report.

@@ -1,5 +1,6 @@
 //! `edge evaluate`: a model on a clinic's own labeled folder, with the same metrics and report
-//! as `trainer evaluate`.
+//! as `trainer evaluate`, and the figures at the device's operating point
+//! ([`ScreeningSettings`]: frame decision, slide rule, slide simulation).
 
 use std::path::{Path, PathBuf};
 
@@ -7,10 +8,11 @@ use image::RgbImage;
 use thiserror::Error;
 
 use crate::classifier::OnnxClassifier;
-use crate::evaluation_report::{ReportContext, ReportError, write_report};
+use crate::evaluation_report::{ReportContext, ReportError, write_report_with};
 use crate::images::expand_paths;
 use crate::metrics::{ClassificationReport, MetricsError, evaluate};
 use crate::onnx::ModelError;
+use crate::operating_point::{ScreeningFigures, ScreeningSettings};
 use crate::preprocess::{Preprocessor, decode_image};
 use crate::seeded::SplitMix64;
 
@@ -45,6 +47,12 @@ pub struct Evaluation {
     pub report: ClassificationReport,
     /// Images that could not be read (path, reason); they are not counted.
     pub skipped: Vec<(PathBuf, String)>,
+    /// The true class of each counted picture.
+    pub truth: Vec<usize>,
+    /// The model's probabilities for each counted picture, in label order.
+    pub probabilities: Vec<Vec<f32>>,
+    /// The figures at the device's operating point, when they were computed (the report's).
+    pub screening: Option<ScreeningFigures>,
 }
 
 /// A change made to every picture before preprocessing, to test what the model relies on.
@@ -241,7 +249,13 @@ pub fn evaluate_files(
         });
     }
     let report = evaluate(labels, &truth, &probabilities)?;
-    Ok(Evaluation { report, skipped })
+    Ok(Evaluation {
+        report,
+        skipped,
+        truth,
+        probabilities,
+        screening: None,
+    })
 }
 
 /// Evaluates `model` on `data` (one subfolder per class, named by the model's labels) and writes
@@ -255,15 +269,33 @@ pub fn evaluate_folder(
     evaluate_selection(model, data, &Selection::default(), out)
 }
 
-/// [`evaluate_folder`] on a selection of the folder (e.g. a manifest's test split).
+/// [`evaluate_folder`] on a selection of the folder (e.g. a manifest's test split), at the
+/// device's default settings.
 pub fn evaluate_selection(
     model: &OnnxClassifier,
     data: &Path,
     selection: &Selection,
     out: &Path,
 ) -> Result<Evaluation, EvaluateError> {
+    evaluate_selection_with(model, data, selection, &ScreeningSettings::default(), out)
+}
+
+/// [`evaluate_selection`] at the operating point of `settings`.
+pub fn evaluate_selection_with(
+    model: &OnnxClassifier,
+    data: &Path,
+    selection: &Selection,
+    settings: &ScreeningSettings,
+    out: &Path,
+) -> Result<Evaluation, EvaluateError> {
     let files = labeled_files(data, &model.contract().labels, selection)?;
-    let evaluation = evaluate_files(model, &files, Perturbation::None)?;
+    let mut evaluation = evaluate_files(model, &files, Perturbation::None)?;
+    let screening = ScreeningFigures::compute(
+        &model.contract().labels,
+        &evaluation.truth,
+        &evaluation.probabilities,
+        settings,
+    );
     let mut notes = vec![format!(
         "Model metadata: {} entries.",
         model.metadata().len()
@@ -287,7 +319,8 @@ pub fn evaluate_selection(
         notes,
         ..Default::default()
     };
-    write_report(out, &ctx, &evaluation.report, None)?;
+    write_report_with(out, &ctx, &evaluation.report, None, Some(&screening))?;
+    evaluation.screening = Some(screening);
     Ok(evaluation)
 }
 

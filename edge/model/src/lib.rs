@@ -7,12 +7,15 @@
 //! read and written by one manifest reader ([`manifest`]). Files that must survive a power cut
 //! whole (checkpoints, exported models, kept pictures) are written by [`durable`]. The metrics
 //! and the evaluation report live here too, so `trainer evaluate` and `edge evaluate` produce
-//! the same numbers from the same code.
+//! the same numbers from the same code — including the figures at the device's operating point
+//! ([`operating_point`], [`calibration`], [`slide_simulation`]), which apply the device's own
+//! screening rule (`leukoscope-screening`).
 //!
 //! The device program (camera, quality gate, decisions, audit database) is the `edge` package;
 //! nothing here depends on it.
 
 pub mod bench;
+pub mod calibration;
 pub mod classifier;
 pub mod contract;
 pub mod durable;
@@ -23,7 +26,9 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx;
+pub mod operating_point;
 pub mod picture;
 pub mod preprocess;
 pub mod seeded;
+pub mod slide_simulation;
 pub mod variant;

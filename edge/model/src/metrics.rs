@@ -507,6 +507,106 @@ fn average(classes: &[ClassMetrics], weight: impl Fn(&ClassMetrics) -> f64) -> A
     }
 }
 
+/// The normal quantile for a two-sided 95 % interval.
+pub const Z_95: f64 = 1.959_963_984_540_054;
+
+/// The Wilson score interval `(low, high)` for `successes` out of `n` at normal quantile `z`
+/// (e.g. [`Z_95`]): `(p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`. Unlike p̂ ± z·SE it
+/// stays within 0..1 and is not empty at 0 or n successes. `n = 0` gives `(0, 1)`: nothing is
+/// known. `successes` above `n` are taken as `n`.
+pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let s = successes.min(n);
+    let n_f = n as f64;
+    let p = s as f64 / n_f;
+    let z2 = z * z;
+    let denominator = 1.0 + z2 / n_f;
+    let centre = (p + z2 / (2.0 * n_f)) / denominator;
+    let half = z / denominator * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
+    // At 0 and n successes the bound is exactly 0 or 1; rounding must not move it.
+    let low = if s == 0 { 0.0 } else { centre - half };
+    let high = if s == n { 1.0 } else { centre + half };
+    (low.clamp(0.0, 1.0), high.clamp(0.0, 1.0))
+}
+
+/// A proportion of a report with its Wilson 95 % interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proportion {
+    /// The counted successes.
+    pub successes: u64,
+    /// Out of this many.
+    pub n: u64,
+    /// `successes / n`; `None` when `n` is 0.
+    pub value: Option<f64>,
+    /// Lower bound of the Wilson 95 % interval.
+    pub low: f64,
+    /// Upper bound of the Wilson 95 % interval.
+    pub high: f64,
+}
+
+impl Proportion {
+    /// `successes` out of `n`, with its Wilson 95 % interval ([`Z_95`]).
+    pub fn new(successes: u64, n: u64) -> Self {
+        let (low, high) = wilson_interval(successes, n, Z_95);
+        Proportion {
+            successes: successes.min(n),
+            n,
+            value: (n > 0).then(|| successes.min(n) as f64 / n as f64),
+            low,
+            high,
+        }
+    }
+}
+
+/// The per-class proportions of a report with their intervals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassIntervals {
+    /// The class name.
+    pub label: String,
+    /// Precision: correct among the pictures predicted as the class.
+    pub precision: Proportion,
+    /// Recall (sensitivity): predicted as the class among its pictures.
+    pub recall: Proportion,
+}
+
+/// Wilson 95 % intervals on the proportions of a [`ClassificationReport`] (`report.json` key
+/// `intervals`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportIntervals {
+    /// The normal quantile used ([`Z_95`]).
+    pub z: f64,
+    /// Accuracy: correct among all pictures.
+    pub accuracy: Proportion,
+    /// Per class, in label order.
+    pub per_class: Vec<ClassIntervals>,
+}
+
+impl ReportIntervals {
+    /// The intervals of `report`, from its confusion matrix.
+    pub fn of(report: &ClassificationReport) -> Self {
+        let cm = &report.confusion;
+        let correct: u64 = (0..cm.len()).map(|k| cm[k][k]).sum();
+        let total: u64 = cm.iter().flatten().sum();
+        let per_class = report
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(k, label)| ClassIntervals {
+                label: label.clone(),
+                precision: Proportion::new(cm[k][k], cm.iter().map(|r| r[k]).sum()),
+                recall: Proportion::new(cm[k][k], cm[k].iter().sum()),
+            })
+            .collect();
+        ReportIntervals {
+            z: Z_95,
+            accuracy: Proportion::new(correct, total),
+            per_class,
+        }
+    }
+}
+
 /// `num / den`, or 0 when `den` is 0 or not finite.
 fn ratio(num: f64, den: f64) -> f64 {
     if den == 0.0 || !den.is_finite() {
@@ -920,5 +1020,53 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("sample 1") && msg.contains("class 5"), "{msg}");
+    }
+
+    #[test]
+    fn wilson_intervals_match_known_values() {
+        let near = |(lo, hi): (f64, f64), (a, b): (f64, f64)| {
+            assert!(
+                (lo - a).abs() < 5e-4 && (hi - b).abs() < 5e-4,
+                "({lo}, {hi})"
+            );
+        };
+        // Published values (e.g. Newcombe 1998, Brown, Cai & DasGupta 2001) at z = 1.96.
+        near(wilson_interval(8, 10, 1.96), (0.4902, 0.9433));
+        near(wilson_interval(0, 10, 1.96), (0.0, 0.2775));
+        near(wilson_interval(10, 10, 1.96), (0.7225, 1.0));
+        near(wilson_interval(81, 263, 1.96), (0.2553, 0.3662));
+        near(wilson_interval(15, 148, 1.96), (0.0624, 0.1605));
+        assert_eq!(wilson_interval(0, 10, Z_95).0, 0.0);
+        assert_eq!(wilson_interval(10, 10, Z_95).1, 1.0);
+        // Nothing counted: nothing known.
+        assert_eq!(wilson_interval(0, 0, Z_95), (0.0, 1.0));
+        // More successes than trials are clamped, not a panic or a bound above 1.
+        assert_eq!(wilson_interval(12, 10, Z_95), wilson_interval(10, 10, Z_95));
+        // Wider at 99 % than at 95 %, and narrower with more samples at the same share.
+        let (a, b) = wilson_interval(8, 10, 2.576);
+        assert!(a < 0.4902 && b > 0.9433);
+        let (c, d) = wilson_interval(800, 1000, Z_95);
+        assert!(c > 0.77 && d < 0.83);
+
+        let p = Proportion::new(8, 10);
+        assert_eq!((p.successes, p.n, p.value), (8, 10, Some(0.8)));
+        assert_eq!(Proportion::new(0, 0).value, None);
+    }
+
+    #[test]
+    fn report_intervals_come_from_the_confusion_matrix() {
+        let r = three_class();
+        let i = ReportIntervals::of(&r);
+        assert_eq!((i.accuracy.successes, i.accuracy.n), (12, 17));
+        close(i.accuracy.value.unwrap(), r.accuracy);
+        // A: tp 5 of 7 predicted (precision), of 6 true (recall).
+        let a = &i.per_class[0];
+        assert_eq!((a.precision.successes, a.precision.n), (5, 7));
+        assert_eq!((a.recall.successes, a.recall.n), (5, 6));
+        for (c, m) in i.per_class.iter().zip(&r.per_class) {
+            close(c.precision.value.unwrap(), m.precision);
+            close(c.recall.value.unwrap(), m.recall);
+            assert!(c.recall.low < m.recall && m.recall < c.recall.high);
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The evaluation report's plots: confusion matrix, one-vs-rest ROC curves, training curves.
+//! The evaluation report's plots: confusion matrix, one-vs-rest ROC curves, training curves,
+//! reliability diagram.
 
 use plotters::prelude::*;
 use plotters::style::FontTransform;
@@ -6,6 +7,7 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use super::plot::*;
 use super::{EpochRecord, ReportContext};
+use crate::calibration::Calibration;
 use crate::metrics::ClassificationReport;
 
 pub(super) fn subtitle(ctx: &ReportContext) -> String {
@@ -371,5 +373,144 @@ fn draw_panel(
         .background_style(WHITE.mix(0.92))
         .border_style(RGBColor(160, 160, 160))
         .draw()?;
+    Ok(())
+}
+
+/// The reliability diagram: per confidence bin, the accuracy (bar, with its Wilson 95 % interval)
+/// against the diagonal of perfect calibration, the device's threshold, and below it the number
+/// of pictures per bin.
+pub(super) fn draw_reliability(
+    root: &Area<'_>,
+    c: &Calibration,
+    threshold: f64,
+    subtitle: &str,
+) -> PlotResult {
+    root.fill(&WHITE)?;
+    header(root, "Reliability diagram", subtitle)?;
+    let body = root.margin(80, 10, 16, 24);
+    let (_, h) = body.dim_in_pixel();
+    let (top, bottom) = body.split_vertically(h * 7 / 10);
+    let bar = PALETTE[0];
+    let threshold_color = PALETTE[3];
+
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "accuracy per top-class probability bin — ECE {:.4}, {} pictures",
+                c.ece, c.samples
+            ),
+            (FONT, 19),
+        )
+        .margin(8)
+        .x_label_area_size(40)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0.0f64..1.0f64, 0.0f64..1.08f64)?;
+    chart
+        .configure_mesh()
+        .y_desc("Accuracy (top class = true class)")
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .x_labels(11)
+        .y_labels(11)
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .draw()?;
+    let filled: Vec<_> = c.bins.iter().filter(|b| b.count > 0).collect();
+    chart
+        .draw_series(filled.iter().filter_map(|b| {
+            let acc = b.accuracy.value?;
+            let pad = 0.08 * (b.upper - b.lower);
+            Some(Rectangle::new(
+                [(b.lower + pad, 0.0), (b.upper - pad, acc)],
+                bar.mix(0.75).filled(),
+            ))
+        }))?
+        .label("accuracy of the bin (95 % interval)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], bar.filled()));
+    // Interval whiskers: a vertical line with caps a fifth of the bin wide.
+    chart.draw_series(filled.iter().flat_map(|b| {
+        let x = (b.lower + b.upper) / 2.0;
+        let cap = 0.1 * (b.upper - b.lower);
+        let (lo, hi) = (b.accuracy.low, b.accuracy.high);
+        [
+            vec![(x, lo), (x, hi)],
+            vec![(x - cap, lo), (x + cap, lo)],
+            vec![(x - cap, hi), (x + cap, hi)],
+        ]
+        .map(|points| PathElement::new(points, TEXT.stroke_width(2)))
+    }))?;
+    chart.draw_series(filled.iter().filter_map(|b| {
+        let conf = b.mean_confidence?;
+        Some(Circle::new((conf, conf), 5, PALETTE[1].filled()))
+    }))?;
+    let ideal = RGBColor(120, 120, 120);
+    chart
+        .draw_series(DashedLineSeries::new(
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            8,
+            6,
+            ideal.stroke_width(2),
+        ))?
+        .label("perfect calibration (dots: mean confidence of the bin)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], ideal.stroke_width(2)));
+    if (0.0..=1.0).contains(&threshold) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(threshold, 0.0), (threshold, 1.08)],
+                6,
+                4,
+                threshold_color.stroke_width(2),
+            ))?
+            .label(format!(
+                "device threshold {threshold:.2} (below: uncertain)"
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], threshold_color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .margin(12)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.92))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()?;
+
+    let most = c.bins.iter().map(|b| b.count).max().unwrap_or(0).max(1) as f64;
+    let mut counts = ChartBuilder::on(&bottom)
+        .margin(8)
+        .x_label_area_size(54)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0.0f64..1.0f64, 0.0f64..most * 1.25)?;
+    counts
+        .configure_mesh()
+        .x_desc("Top-class probability (confidence)")
+        .y_desc("Pictures")
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .x_labels(11)
+        .y_labels(4)
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    counts.draw_series(filled.iter().map(|b| {
+        let pad = 0.08 * (b.upper - b.lower);
+        Rectangle::new(
+            [(b.lower + pad, 0.0), (b.upper - pad, b.count as f64)],
+            MUTED.mix(0.6).filled(),
+        )
+    }))?;
+    counts.draw_series(filled.iter().map(|b| {
+        Text::new(
+            b.count.to_string(),
+            ((b.lower + b.upper) / 2.0, b.count as f64 + most * 0.04),
+            style(15.0, &TEXT, HPos::Center, VPos::Bottom),
+        )
+    }))?;
     Ok(())
 }

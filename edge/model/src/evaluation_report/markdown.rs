@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{CONFUSION_FILE, CURVES_FILE, EpochRecord, ROC_FILE, ReportContext};
-use crate::metrics::ClassificationReport;
+use super::{CONFUSION_FILE, CURVES_FILE, EpochRecord, RELIABILITY_FILE, ROC_FILE, ReportContext};
+use crate::metrics::{ClassificationReport, Proportion, ReportIntervals};
+use crate::operating_point::ScreeningFigures;
 
 const SCREENING_STATEMENT: &str = "**Screening-aid evaluation, not a diagnostic claim.** These \
 numbers describe how often the model's image classification agrees with the reference labels of \
@@ -14,6 +15,8 @@ pub(super) fn markdown(
     ctx: &ReportContext,
     m: &ClassificationReport,
     history: Option<&[EpochRecord]>,
+    intervals: &ReportIntervals,
+    screening: Option<&ScreeningFigures>,
 ) -> String {
     let mut s = String::new();
     let title = if ctx.title.trim().is_empty() {
@@ -111,6 +114,7 @@ pub(super) fn markdown(
          0. The macro average weighs every class equally, the weighted average by support; the \
          macro AUC is the mean of the defined per-class one-vs-rest AUCs."
     );
+    interval_section(&mut s, intervals);
 
     let _ = writeln!(s, "\n## Confusion matrix\n");
     let _ = writeln!(s, "Rows are true classes, columns predicted classes.\n");
@@ -135,6 +139,10 @@ pub(super) fn markdown(
         s,
         "\n## ROC curves\n\n![ROC curves, one class vs rest]({ROC_FILE})"
     );
+
+    if let Some(f) = screening {
+        screening_sections(&mut s, f);
+    }
 
     if let Some(h) = history {
         let _ = writeln!(s, "\n## Training\n");
@@ -199,6 +207,225 @@ pub(super) fn markdown(
         }
     }
     s
+}
+
+/// The Wilson intervals of accuracy and per-class precision and recall.
+fn interval_section(s: &mut String, i: &ReportIntervals) {
+    let _ = writeln!(s, "\n## 95 % intervals\n");
+    let _ = writeln!(
+        s,
+        "Wilson score intervals at 95 %: with a few hundred pictures, one picture moves a \
+         proportion by a few tenths of a point, and the interval shows how far the figure could \
+         be from the model's true rate on data like this.\n"
+    );
+    proportion_header(s);
+    proportion_row(s, "Accuracy", &i.accuracy);
+    for c in &i.per_class {
+        proportion_row(s, &format!("{} precision", c.label), &c.precision);
+        proportion_row(s, &format!("{} recall", c.label), &c.recall);
+    }
+}
+
+/// Operating point, calibration and slide simulation.
+fn screening_sections(s: &mut String, f: &ScreeningFigures) {
+    let op = &f.operating_point;
+    let d = &op.decision;
+    let _ = writeln!(s, "\n## At the device's operating point\n");
+    let _ = writeln!(
+        s,
+        "Each picture is decided as the device decides a frame: `uncertain` below a top-class \
+         probability of {:.2}, else `normal` when its label is a normal label ({}), else `blast` \
+         (any subtype). Settings: {}.\n",
+        d.min_confidence,
+        d.normal_labels.join(", "),
+        op.settings_from.replace('\n', " ")
+    );
+    proportion_header(s);
+    for (name, p) in [
+        (
+            "**Sensitivity**: blast pictures decided blast (uncertain = missed)",
+            &op.sensitivity,
+        ),
+        (
+            "Sensitivity among answered (uncertain left out)",
+            &op.sensitivity_answered,
+        ),
+        (
+            "**Specificity**: normal pictures decided normal (uncertain = not cleared)",
+            &op.specificity,
+        ),
+        (
+            "Specificity among answered (uncertain left out)",
+            &op.specificity_answered,
+        ),
+        ("**Abstention**: pictures decided uncertain", &op.abstention),
+        ("Abstention, blast pictures", &op.abstention_blast),
+        ("Abstention, normal pictures", &op.abstention_normal),
+    ] {
+        proportion_row(s, name, p);
+    }
+    let _ = writeln!(
+        s,
+        "\n| True class | Kind | Pictures | Decided normal | Decided blast | Decided uncertain | \
+         Abstention | 95 % interval |\n|---|---|---:|---:|---:|---:|---:|---|"
+    );
+    for c in &op.per_class {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&c.label),
+            if c.normal { "normal" } else { "blast" },
+            c.pictures,
+            c.decided_normal,
+            c.decided_blast,
+            c.decided_uncertain,
+            value(&c.abstention),
+            interval(&c.abstention)
+        );
+    }
+
+    let cal = &f.calibration;
+    let _ = writeln!(s, "\n## Calibration\n");
+    let _ = writeln!(
+        s,
+        "Expected calibration error (ECE: the picture-weighted mean gap between a bin's accuracy \
+         and its mean top-class probability, {} equal-width bins): **{}**; largest gap of a bin \
+         (MCE): {}. The device's threshold acts on this probability, so a model that is \
+         over-confident abstains less than its errors warrant.\n",
+        cal.bins.len(),
+        f4(cal.ece),
+        f4(cal.mce)
+    );
+    let _ = writeln!(
+        s,
+        "| Top-class probability | Pictures | Mean probability | Accuracy | 95 % interval |\n\
+         |---|---:|---:|---:|---|"
+    );
+    for b in cal.bins.iter().filter(|b| b.count > 0) {
+        let _ = writeln!(
+            s,
+            "| {:.1}–{:.1} | {} | {} | {} | {} |",
+            b.lower,
+            b.upper,
+            b.count,
+            opt4(b.mean_confidence),
+            value(&b.accuracy),
+            interval(&b.accuracy)
+        );
+    }
+    let _ = writeln!(s, "\n![Reliability diagram]({RELIABILITY_FILE})");
+
+    let sim = &f.slide_simulation;
+    let c = &sim.config;
+    let r = &sim.rule;
+    let _ = writeln!(s, "\n## Slide-level simulation\n");
+    let _ = writeln!(
+        s,
+        "Simulated slides of **{} fields** each, every field one evaluated picture drawn at random \
+         (independently, with replacement), {} slides per condition, seed **{}**; \
+         pools: {} normal and {} blast pictures. Benign slides hold normal pictures only; a blast \
+         slide at share b holds round(b·{}) blast pictures (at least one) and normal pictures for \
+         the rest. Each slide is tallied with the device's slide rule: fewer than {} good fields → \
+         insufficient; at least {} blast fields and a blast fraction of at least {} → refer; more \
+         than {} of the fields uncertain → uncertain; else no blasts. Frame decision at {:.2}. \
+         Settings: {}.\n",
+        c.fields_per_slide,
+        c.slides_per_condition,
+        c.seed,
+        sim.normal_pictures,
+        sim.blast_pictures,
+        c.fields_per_slide,
+        r.min_good_fields,
+        r.refer_min_blast_fields,
+        r.refer_min_blast_fraction,
+        r.max_uncertain_fraction,
+        sim.decision.min_confidence,
+        sim.settings_from.replace('\n', " ")
+    );
+    let _ = writeln!(
+        s,
+        "| Slides | Blast fields | Right verdict | Refer | No blasts | Uncertain | Insufficient |\n\
+         |---|---:|---|---|---|---|---|"
+    );
+    for o in sim.benign.iter().chain(&sim.blast) {
+        let right = if o.blast_fields > 0 {
+            "refer"
+        } else {
+            "no blasts"
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} of {} | {}: {} | {} | {} | {} | {} |",
+            cell(&o.name),
+            o.blast_fields,
+            o.blast_fields + o.normal_fields,
+            right,
+            with_interval(&o.correct),
+            with_interval(&o.refer),
+            with_interval(&o.no_blasts),
+            with_interval(&o.uncertain),
+            with_interval(&o.insufficient)
+        );
+    }
+    let _ = writeln!(s);
+    if let Some(spec) = sim.specificity() {
+        let _ = writeln!(
+            s,
+            "- **Slide specificity** (benign slides called no blasts): {}.",
+            with_interval(spec)
+        );
+    }
+    for (b, sens) in sim.sensitivity() {
+        let _ = writeln!(
+            s,
+            "- **Slide sensitivity** at blast share {b:.2} (blast slides referred): {}.",
+            with_interval(sens)
+        );
+    }
+    for m in &sim.missing {
+        let _ = writeln!(s, "- Not simulated: {m}.");
+    }
+    let _ = writeln!(
+        s,
+        "- The intervals count the simulation's own noise only: the slides are assembled from the \
+         same few pictures, which are themselves a sample, and real slides differ (the fields of \
+         one patient are alike). Read these as what the slide rule makes of this model's picture \
+         errors, not as a clinical slide-level accuracy."
+    );
+}
+
+fn proportion_header(s: &mut String) {
+    let _ = writeln!(
+        s,
+        "| Figure | Value | 95 % interval | Count |\n|---|---:|---|---:|"
+    );
+}
+
+fn proportion_row(s: &mut String, name: &str, p: &Proportion) {
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} / {} |",
+        cell(name),
+        value(p),
+        interval(p),
+        p.successes,
+        p.n
+    );
+}
+
+/// The value with four decimals, or "n/a" when nothing was counted.
+fn value(p: &Proportion) -> String {
+    opt4(p.value)
+}
+
+/// `0.4902–0.9433`.
+fn interval(p: &Proportion) -> String {
+    format!("{}–{}", f4(p.low), f4(p.high))
+}
+
+/// `0.8000 (0.4902–0.9433)`.
+fn with_interval(p: &Proportion) -> String {
+    format!("{} ({})", value(p), interval(p))
 }
 
 /// Four decimals.

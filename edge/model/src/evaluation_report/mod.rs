@@ -3,11 +3,19 @@
 //! [`write_report`] turns a [`ClassificationReport`] (from [`crate::metrics::evaluate`]), a
 //! [`ReportContext`] and, after training, the per-epoch history into:
 //!
-//! - `report.json`: `{"context": …, "metrics": …, "history": …}`, readable with [`read_report`];
+//! - `report.json`: `{"context": …, "metrics": …, "history": …, "intervals": …}`, readable with
+//!   [`read_report`]; with [`ScreeningFigures`] ([`write_report_with`]) also `operating_point`,
+//!   `calibration` and `slide_simulation`;
 //! - `report.md`: the human-readable report, linking the plots;
 //! - `confusion_matrix.png`: counts per (true, predicted) class, coloured by row share;
 //! - `roc.png`: one-vs-rest ROC curves with their AUC;
-//! - `training_curves.png`: loss and accuracy per epoch, when a non-empty history is given.
+//! - `training_curves.png`: loss and accuracy per epoch, when a non-empty history is given;
+//! - `reliability.png`: the reliability diagram (accuracy per confidence bin, with counts), with
+//!   the screening figures.
+//!
+//! Every proportion shown (accuracy, per-class precision and recall, sensitivity, specificity,
+//! abstention, slide verdict shares) carries its Wilson 95 % interval
+//! ([`crate::metrics::wilson_interval`]).
 //!
 //! The plots are drawn with the kit in [`plot`] (embedded font, colours, PNG encoding), which the
 //! device's session report uses too; `report.md` is written by `markdown.rs`.
@@ -17,13 +25,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::metrics::ClassificationReport;
+use crate::calibration::Calibration;
+use crate::metrics::{ClassificationReport, ReportIntervals};
+use crate::operating_point::{OperatingPoint, ScreeningFigures};
+use crate::slide_simulation::SlideSimulation;
 
 mod charts;
 mod markdown;
 pub mod plot;
 
-use charts::{draw_confusion, draw_history, draw_roc, subtitle};
+use charts::{draw_confusion, draw_history, draw_reliability, draw_roc, subtitle};
 use markdown::markdown;
 use plot::{register_font, render_png};
 
@@ -80,6 +91,19 @@ pub struct ReportDocument {
     pub metrics: ClassificationReport,
     /// Training history, if the report was written after training.
     pub history: Option<Vec<EpochRecord>>,
+    /// Wilson 95 % intervals of accuracy and per-class precision and recall (absent in reports
+    /// written before they were added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<ReportIntervals>,
+    /// Blast-vs-normal figures at the device's operating point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPoint>,
+    /// Reliability diagram and expected calibration error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Simulated slides under the device's slide rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide_simulation: Option<SlideSimulation>,
 }
 
 /// Serializes like [`ReportDocument`] without copying.
@@ -88,6 +112,13 @@ struct ReportDocumentRef<'a> {
     context: &'a ReportContext,
     metrics: &'a ClassificationReport,
     history: Option<&'a [EpochRecord]>,
+    intervals: &'a ReportIntervals,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operating_point: Option<&'a OperatingPoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calibration: Option<&'a Calibration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slide_simulation: Option<&'a SlideSimulation>,
 }
 
 /// The files a report consists of.
@@ -103,6 +134,8 @@ pub struct ReportFiles {
     pub roc: PathBuf,
     /// `training_curves.png`, written only with a non-empty history.
     pub training_curves: Option<PathBuf>,
+    /// `reliability.png`, written only with the screening figures.
+    pub reliability: Option<PathBuf>,
 }
 
 impl ReportFiles {
@@ -115,6 +148,7 @@ impl ReportFiles {
             self.roc.as_path(),
         ];
         v.extend(self.training_curves.as_deref());
+        v.extend(self.reliability.as_deref());
         v
     }
 }
@@ -174,6 +208,8 @@ pub const CONFUSION_FILE: &str = "confusion_matrix.png";
 pub const ROC_FILE: &str = "roc.png";
 /// Name of the training curves plot.
 pub const CURVES_FILE: &str = "training_curves.png";
+/// Name of the reliability diagram.
+pub const RELIABILITY_FILE: &str = "reliability.png";
 
 /// Pixel size (width, height) of the confusion matrix plot.
 const CONFUSION_SIZE: (u32, u32) = (1000, 900);
@@ -181,16 +217,31 @@ const CONFUSION_SIZE: (u32, u32) = (1000, 900);
 const ROC_SIZE: (u32, u32) = (900, 860);
 /// Pixel size of the training curves plot.
 const CURVES_SIZE: (u32, u32) = (1400, 620);
+/// Pixel size of the reliability diagram.
+const RELIABILITY_SIZE: (u32, u32) = (900, 900);
 
 /// Writes the report files into `dir`, creating it if needed, and returns their paths.
 ///
 /// `training_curves.png` is written only when `history` is given and not empty. Existing files
-/// of the same names are replaced.
+/// of the same names are replaced. Without the screening figures: see [`write_report_with`].
 pub fn write_report(
     dir: &Path,
     ctx: &ReportContext,
     metrics: &ClassificationReport,
     history: Option<&[EpochRecord]>,
+) -> Result<ReportFiles, ReportError> {
+    write_report_with(dir, ctx, metrics, history, None)
+}
+
+/// [`write_report`] with the figures at the device's operating point (sensitivity,
+/// specificity, abstention, calibration, slide simulation) when `screening` is given: their
+/// `report.json` keys, `report.md` sections and `reliability.png`.
+pub fn write_report_with(
+    dir: &Path,
+    ctx: &ReportContext,
+    metrics: &ClassificationReport,
+    history: Option<&[EpochRecord]>,
+    screening: Option<&ScreeningFigures>,
 ) -> Result<ReportFiles, ReportError> {
     check_consistency(metrics)?;
     std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
@@ -204,19 +255,28 @@ pub fn write_report(
         confusion_matrix: dir.join(CONFUSION_FILE),
         roc: dir.join(ROC_FILE),
         training_curves: history.map(|_| dir.join(CURVES_FILE)),
+        reliability: screening.map(|_| dir.join(RELIABILITY_FILE)),
     };
 
+    let intervals = ReportIntervals::of(metrics);
     let doc = ReportDocumentRef {
         context: ctx,
         metrics,
         history,
+        intervals: &intervals,
+        operating_point: screening.map(|s| &s.operating_point),
+        calibration: screening.map(|s| &s.calibration),
+        slide_simulation: screening.map(|s| &s.slide_simulation),
     };
     let json = serde_json::to_string_pretty(&doc).map_err(|source| ReportError::Json {
         path: files.json.clone(),
         source,
     })?;
     write_file(&files.json, json.as_bytes())?;
-    write_file(&files.markdown, markdown(ctx, metrics, history).as_bytes())?;
+    write_file(
+        &files.markdown,
+        markdown(ctx, metrics, history, &intervals, screening).as_bytes(),
+    )?;
 
     register_font()?;
     let subtitle = subtitle(ctx);
@@ -228,6 +288,12 @@ pub fn write_report(
     })?;
     if let (Some(path), Some(h)) = (&files.training_curves, history) {
         render_png(path, CURVES_SIZE, |root| draw_history(root, h, &subtitle))?;
+    }
+    if let (Some(path), Some(s)) = (&files.reliability, screening) {
+        let threshold = f64::from(s.operating_point.decision.min_confidence);
+        render_png(path, RELIABILITY_SIZE, |root| {
+            draw_reliability(root, &s.calibration, threshold, &subtitle)
+        })?;
     }
     Ok(files)
 }
@@ -289,6 +355,13 @@ mod tests {
     /// 3 classes, confusion (rows true, columns predicted) [[5,1,0],[2,3,1],[0,1,4]], with
     /// probabilities that vary within each cell so the ROC curves have several steps.
     fn known_metrics() -> ClassificationReport {
+        let (labels, truth, probs) = known_samples();
+        evaluate(&labels, &truth, &probs).unwrap()
+    }
+
+    /// The labels, true classes and probabilities behind [`known_metrics`]: the top probability
+    /// of the k-th sample of a cell is 0.5 + 0.08·k.
+    fn known_samples() -> (Vec<String>, Vec<usize>, Vec<Vec<f32>>) {
         let cm = [[5, 1, 0], [2, 3, 1], [0, 1, 4]];
         let labels: Vec<String> = ["lymphoblast", "myeloblast", "normal"]
             .iter()
@@ -307,7 +380,7 @@ mod tests {
                 }
             }
         }
-        evaluate(&labels, &truth, &probs).unwrap()
+        (labels, truth, probs)
     }
 
     fn context() -> ReportContext {
@@ -402,6 +475,84 @@ mod tests {
         for f in [CONFUSION_FILE, ROC_FILE, CURVES_FILE] {
             assert!(md.contains(&format!("]({f})")), "no link to {f}");
         }
+    }
+
+    #[test]
+    fn the_operating_point_calibration_and_slides_are_written_with_their_intervals() {
+        use crate::operating_point::{ScreeningFigures, ScreeningSettings};
+        use leukoscope_screening::DecisionConfig;
+
+        let (labels, truth, probs) = known_samples();
+        let m = evaluate(&labels, &truth, &probs).unwrap();
+        // At 0.5 every picture is answered, so the decisions are the predicted classes: blast
+        // rows 6 + 5 of 12 called a blast, 4 of 5 normal pictures called normal.
+        let settings = ScreeningSettings {
+            decision: DecisionConfig {
+                min_confidence: 0.5,
+                normal_labels: vec!["normal".into()],
+            },
+            settings_from: "a test".into(),
+            ..ScreeningSettings::default()
+        };
+        let figures = ScreeningFigures::compute(&labels, &truth, &probs, &settings);
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_report_with(dir.path(), &context(), &m, None, Some(&figures)).unwrap();
+        let reliability = files.reliability.clone().unwrap();
+        assert_eq!(png_size(&reliability), RELIABILITY_SIZE);
+        assert_eq!(files.all().len(), 5);
+
+        let doc = read_report(&files.json).unwrap();
+        let op = doc.operating_point.unwrap();
+        assert_eq!((op.sensitivity.successes, op.sensitivity.n), (11, 12));
+        assert_eq!((op.specificity.successes, op.specificity.n), (4, 5));
+        assert_eq!((op.abstention.successes, op.abstention.n), (0, 17));
+        assert_eq!(doc.intervals.unwrap().accuracy.successes, 12);
+        let sim = doc.slide_simulation.unwrap();
+        assert_eq!((sim.normal_pictures, sim.blast_pictures), (5, 12));
+        assert_eq!(sim.config.seed, settings.simulation.seed);
+        assert_eq!(sim.blast.len(), 3);
+        assert!(doc.calibration.unwrap().ece > 0.0);
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
+        for key in [
+            "context",
+            "metrics",
+            "history",
+            "intervals",
+            "operating_point",
+            "calibration",
+            "slide_simulation",
+        ] {
+            assert!(raw.get(key).is_some(), "report.json lacks {key}");
+        }
+        // A report written before these keys existed still reads.
+        let mut old = raw.clone();
+        for key in [
+            "intervals",
+            "operating_point",
+            "calibration",
+            "slide_simulation",
+        ] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let old_path = dir.path().join("old.json");
+        std::fs::write(&old_path, old.to_string()).unwrap();
+        let old = read_report(&old_path).unwrap();
+        assert_eq!((old.operating_point, old.intervals), (None, None));
+
+        let md = std::fs::read_to_string(&files.markdown).unwrap();
+        // 11/12 = 0.9167, Wilson 95 %: 0.6461–0.9851.
+        assert!(
+            md.contains("(uncertain = missed) | 0.9167 | 0.6461–0.9851 | 11 / 12 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0.8000 | 0.3755–0.9638 | 4 / 5 |"), "{md}");
+        assert!(md.contains("| Accuracy | 0.7059 |"), "{md}");
+        assert!(md.contains("| lymphoblast recall | 0.8333 |"), "{md}");
+        assert!(md.contains("Settings: a test."), "{md}");
+        assert!(md.contains(&format!("seed **{}**", settings.simulation.seed)));
+        assert!(md.contains(&format!("]({RELIABILITY_FILE})")));
+        assert!(md.contains("Slide specificity"));
     }
 
     #[test]

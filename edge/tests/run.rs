@@ -207,8 +207,21 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         "{}",
         text(&listed.stdout)
     );
+    let table = text(&listed.stdout);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("FRAMES  FIELDS"), "{table}");
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.contains(" 22 ") && row.contains(" 10 "), "{table}");
     let csv = edge(&["export", "--db", db.to_str().unwrap(), "--session", "1"]);
     assert_eq!(text(&csv.stdout).lines().count(), 23);
+    let csv = text(&csv.stdout);
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains(",slide_id,field,p_Benign"),
+        "{csv}"
+    );
     let report = dir.path().join("report");
     let made = edge(&[
         "report",
@@ -971,6 +984,16 @@ fn sessions_follow_slides_and_an_inference_error_leaves_no_verdict() {
     assert!(
         faulted.fault.as_deref().unwrap().contains("non-finite"),
         "{faulted:?}"
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["sessions", "--db"])
+        .arg(dir.path().join("audit.db"))
+        .output()
+        .unwrap();
+    let table = text(&listed.stdout);
+    assert!(
+        table.contains("INCOMPLETE - RESCAN (no verdict: "),
+        "{table}"
     );
     // Every RESULT sent is in the database.
     let results = received

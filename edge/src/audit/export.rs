@@ -18,7 +18,7 @@ use super::AuditError;
 use crate::store::{FrameRow, SessionRow, Store, format_time};
 
 /// The fixed CSV columns, in order (the `p_<label>` columns follow).
-pub const CSV_COLUMNS: [&str; 23] = [
+pub const CSV_COLUMNS: [&str; 24] = [
     "frame_id",
     "session_id",
     "seq",
@@ -42,6 +42,7 @@ pub const CSV_COLUMNS: [&str; 23] = [
     "kept_image",
     "image_evicted",
     "slide_id",
+    "field",
 ];
 
 /// `edge export --format`: what [`export_session`] writes.
@@ -135,6 +136,7 @@ fn csv_row(session: &SessionRow, row: &FrameRow) -> Vec<String> {
             .map_or(String::new(), |p| p.to_string_lossy().into_owned()),
         row.image_evicted.map_or(String::new(), |t| format_time(&t)),
         opt(&session.slide_id),
+        f.field.map_or(String::new(), |n| n.to_string()),
     ];
     for i in 0..session.labels.len() {
         cells.push(num(f.probabilities.get(i).copied()));

@@ -14,7 +14,7 @@ pub mod sessions;
 
 use thiserror::Error;
 
-use crate::store::{SessionRow, SessionState, StoreError};
+use crate::store::{SessionRow, SessionState, StopReason, StoreError};
 use leukoscope_model::evaluation_report::ReportError;
 use leukoscope_screening::Verdict;
 
@@ -45,17 +45,19 @@ fn verdict_line(s: &SessionRow) -> String {
     match s.state {
         SessionState::Open => "no verdict yet (session open)".into(),
         SessionState::Interrupted => "no verdict (session interrupted: scan again)".into(),
+        SessionState::Closed if s.stop_reason == Some(StopReason::Fault) && s.verdict.is_none() => {
+            format!(
+                "{} (no verdict: {})",
+                Verdict::Incomplete.headline(),
+                s.fault.as_deref().unwrap_or("a fault stopped the scan")
+            )
+        }
         SessionState::Closed => {
             let stored = s.verdict.clone().unwrap_or_default();
-            let headline = [
-                Verdict::NoBlasts,
-                Verdict::Refer,
-                Verdict::Uncertain,
-                Verdict::Insufficient,
-            ]
-            .into_iter()
-            .find(|v| v.as_str() == stored || v.headline() == stored)
-            .map_or(stored, |v| v.headline().to_string());
+            let headline = Verdict::ALL
+                .into_iter()
+                .find(|v| v.as_str() == stored || v.headline() == stored)
+                .map_or(stored, |v| v.headline().to_string());
             match &s.dominant_subtype {
                 Some(sub) => format!("{headline} ({sub})"),
                 None => headline,

@@ -189,6 +189,14 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
         ("Started", format_time(&session.started)),
         ("Stopped", stop),
         ("Results recorded", session.frames.to_string()),
+        (
+            "Fields",
+            session
+                .counts
+                .as_ref()
+                .and_then(|c| c.fields)
+                .map_or_else(|| "-".into(), |n| n.to_string()),
+        ),
         ("Model", session.model_variant.clone()),
         ("Model sha256", session.model_sha256.clone()),
         ("Software version", session.software_version.clone()),
@@ -299,6 +307,16 @@ fn thumbnail(resizer: &mut Resizer, path: &Path) -> Result<Vec<u8>, String> {
         .encode_image(&small)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(jpeg)
+}
+
+/// The fields the verdict counted: good, blast and uncertain ones (or why there are none).
+fn fields_text(c: &SessionCounts) -> String {
+    match (c.fields, c.blast_fields, c.uncertain_fields) {
+        (Some(good), Some(blasts), Some(uncertain)) => {
+            format!("{good} good ({blasts} blast, {uncertain} uncertain)")
+        }
+        _ => "not tracked (recorded before fields were tracked)".into(),
+    }
 }
 
 /// Bars: confident frames per class, then uncertain frames and retakes.
@@ -439,9 +457,10 @@ fn markdown(f: &Facts) -> String {
         "- Retakes (failed the quality gate): {}",
         retake_text(f)
     );
+    let _ = writeln!(md, "- Fields: {}", fields_text(&f.counts));
     let _ = writeln!(
         md,
-        "- Blast fraction (blast frames / confident frames): {}\n",
+        "- Blast fraction (blast fields / confident fields): {}\n",
         percent(f.counts.blast_fraction)
     );
     let _ = writeln!(md, "![frames per class](counts.png)\n");
@@ -525,10 +544,11 @@ figure {{ margin: 0; width: {thumb}px; font-size: 0.8em; }} figure img {{ max-wi
     }
     let _ = writeln!(
         h,
-        "</table><p>Good frames: {}<br>Uncertain: {}<br>Retakes: {}<br>Blast fraction: {}</p></div>",
+        "</table><p>Good frames: {}<br>Uncertain: {}<br>Retakes: {}<br>Fields: {}<br>Blast fraction: {}</p></div>",
         f.counts.good,
         f.counts.uncertain,
         esc(&retake_text(f)),
+        esc(&fields_text(&f.counts)),
         percent(f.counts.blast_fraction)
     );
     let _ = writeln!(

@@ -11,12 +11,13 @@ pub fn list_sessions(store: &Store) -> Result<Vec<SessionRow>, StoreError> {
     store.sessions()
 }
 
-/// Writes sessions as an aligned text table: id, slide, started, stopped, frames, state, verdict.
+/// Writes sessions as an aligned text table: id, slide, started, stopped, frames, fields (good
+/// fields, `-` when not tracked), state, verdict.
 pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io::Result<()> {
     let header = [
-        "ID", "SLIDE", "STARTED", "STOPPED", "FRAMES", "STATE", "VERDICT",
+        "ID", "SLIDE", "STARTED", "STOPPED", "FRAMES", "FIELDS", "STATE", "VERDICT",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
@@ -26,6 +27,10 @@ pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io
                 r.stopped
                     .map_or_else(|| "-".into(), |t| short_time(&format_time(&t))),
                 r.frames.to_string(),
+                r.counts
+                    .as_ref()
+                    .and_then(|c| c.fields)
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
                 r.state.to_string(),
                 verdict_line(r),
             ]

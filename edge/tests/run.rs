@@ -560,6 +560,31 @@ fn a_watched_folder_is_classified_as_files_arrive() {
     assert!(stderr.contains("fake.jpg"), "{stderr}");
 }
 
+/// Reads the technician's end of the serial line into `received` until it holds `needle`
+/// (60 s at most); returns everything received so far.
+fn serial_until(
+    technician: &mut serialport::TTYPort,
+    received: &mut String,
+    needle: &str,
+    log: &Path,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 1024];
+    while !received.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the serial line; got {received:?}\nstderr: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        match technician.read(&mut buf) {
+            Ok(n) => received.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    received.clone()
+}
+
 #[test]
 fn a_technician_drives_sessions_over_the_serial_line() {
     use serialport::{SerialPort, TTYPort};
@@ -585,21 +610,7 @@ fn a_technician_drives_sessions_over_the_serial_line() {
     );
     let mut received = String::new();
     let mut read_until = |technician: &mut TTYPort, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut buf = [0u8; 1024];
-        while !received.contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on the serial line; got {received:?}\nstderr: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            match technician.read(&mut buf) {
-                Ok(n) => received.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        received.clone()
+        serial_until(technician, &mut received, needle, &log)
     };
     read_until(&mut technician, "SELFTEST check=camera ok=true");
     technician.write_all(b"ping\r\n").unwrap();
@@ -910,21 +921,7 @@ fn sessions_follow_slides_and_an_inference_error_leaves_no_verdict() {
     );
     let mut received = String::new();
     let mut read_until = |technician: &mut TTYPort, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut buf = [0u8; 1024];
-        while !received.contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on the serial line; got {received:?}\nstderr: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            match technician.read(&mut buf) {
-                Ok(n) => received.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        received.clone()
+        serial_until(technician, &mut received, needle, &log)
     };
     let wait_log = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use measure::{FieldMeasurement, measure_pictures};
-use signature::Correlator;
+use signature::{Analysed, Correlator};
 pub use signature::{Match, SIGNATURE_SIDE, Signature, compare};
 
 /// How fields are told apart (config section `[fields]`).
@@ -121,11 +121,11 @@ pub struct FieldTracker {
     config: FieldConfig,
     mode: FieldMode,
     correlator: Option<Correlator>,
-    previous: Option<Signature>,
+    previous: Option<Analysed>,
     still_run: u32,
     current: Option<u32>,
     /// The first frame of each field, by field number - 1.
-    references: Vec<Signature>,
+    references: Vec<Analysed>,
     /// Each-picture mode: field numbers by byte and pixel digest.
     seen: HashMap<String, u32>,
     fields: u32,
@@ -147,11 +147,6 @@ impl FieldTracker {
         }
     }
 
-    /// Forgets every field: the next frame belongs to a new session.
-    pub fn reset(&mut self) {
-        *self = FieldTracker::new(self.config.clone(), self.mode);
-    }
-
     /// Fields started so far.
     pub fn fields(&self) -> u32 {
         self.fields
@@ -167,79 +162,66 @@ impl FieldTracker {
     }
 
     fn place_picture(&mut self, image: &RgbImage, sha256: &str) -> u32 {
-        let pixels = format!("px:{}:{}:{}", image.width(), image.height(), {
-            hex::encode(Sha256::digest(image.as_raw()))
-        });
+        let digest = hex::encode(Sha256::digest(image.as_raw()));
+        let pixels = format!("px:{}x{}:{digest}", image.width(), image.height());
         let bytes = format!("bytes:{sha256}");
-        if let Some(&field) = self.seen.get(&bytes).or_else(|| self.seen.get(&pixels)) {
-            self.seen.insert(bytes, field);
-            self.seen.insert(pixels, field);
-            return field;
-        }
-        self.fields += 1;
-        self.seen.insert(bytes, self.fields);
-        self.seen.insert(pixels, self.fields);
-        self.fields
-    }
-
-    fn compare(&mut self, a: &Signature, b: &Signature) -> Option<Match> {
-        if a.width != b.width || a.height != b.height || a.is_empty() {
-            return None;
-        }
-        let correlator = match &mut self.correlator {
-            Some(c) if c.width == a.width && c.height == a.height => c,
-            slot => slot.insert(Correlator::new(a.width, a.height)),
+        let field = match self.seen.get(&bytes).or_else(|| self.seen.get(&pixels)) {
+            Some(&field) => field,
+            None => {
+                self.fields += 1;
+                self.fields
+            }
         };
-        Some(correlator.compare(a, b))
-    }
-
-    fn same_field(&self, m: Option<Match>) -> bool {
-        m.is_some_and(|m| {
-            m.correlation >= self.config.same_threshold && m.overlap >= self.config.min_overlap
-        })
+        self.seen.insert(bytes, field);
+        self.seen.insert(pixels, field);
+        field
     }
 
     fn place_moving(&mut self, signature: Signature) -> Option<u32> {
-        let previous = self.previous.take();
-        let still = match &previous {
-            Some(p) => self.compare(p, &signature).is_some_and(|m| {
-                m.correlation >= self.config.still_threshold
-                    && m.shift_share() <= self.config.still_max_shift
-            }),
-            None => false,
+        let correlator = match &mut self.correlator {
+            Some(c) if c.fits(&signature) => c,
+            slot => {
+                // Another frame size: nothing seen so far can be compared with it.
+                self.previous = None;
+                slot.insert(Correlator::for_signature(&signature))
+            }
         };
+        let frame = correlator.analyse(signature);
+        let comparable = |a: &Analysed| a.signature.comparable(&frame.signature);
+        let still = self.previous.as_ref().filter(|p| comparable(p)).is_some_and(|p| {
+            let m = correlator.compare(p, &frame);
+            m.correlation >= self.config.still_threshold
+                && m.shift_share() <= self.config.still_max_shift
+        });
         self.still_run = if still { self.still_run + 1 } else { 0 };
-        let placed = self.place_signature(&signature);
-        self.previous = Some(signature);
+        let config = &self.config;
+        let mut same_field = |reference: &Analysed| {
+            comparable(reference) && {
+                let m = correlator.compare(reference, &frame);
+                m.correlation >= config.same_threshold && m.overlap >= config.min_overlap
+            }
+        };
+        let placed = if let Some(current) =
+            self.current.filter(|&c| same_field(&self.references[c as usize - 1]))
+        {
+            Some(current)
+        } else if self.still_run < self.config.settle_frames {
+            None
+        } else if let Some(i) = (0..self.references.len())
+            .filter(|&i| Some(i as u32 + 1) != self.current)
+            .find(|&i| same_field(&self.references[i]))
+        {
+            // Back to an earlier field: it keeps its number.
+            self.current = Some(i as u32 + 1);
+            self.current
+        } else {
+            self.fields += 1;
+            self.current = Some(self.fields);
+            self.references.push(frame.clone());
+            self.current
+        };
+        self.previous = Some(frame);
         placed
-    }
-
-    fn place_signature(&mut self, signature: &Signature) -> Option<u32> {
-        if let Some(current) = self.current {
-            let reference = self.references[current as usize - 1].clone();
-            let m = self.compare(&reference, signature);
-            if self.same_field(m) {
-                return Some(current);
-            }
-        }
-        if self.still_run < self.config.settle_frames {
-            return None;
-        }
-        for i in 0..self.references.len() {
-            if Some(i as u32 + 1) == self.current {
-                continue;
-            }
-            let reference = self.references[i].clone();
-            let m = self.compare(&reference, signature);
-            if self.same_field(m) {
-                self.current = Some(i as u32 + 1);
-                return self.current;
-            }
-        }
-        self.references.push(signature.clone());
-        self.fields += 1;
-        self.current = Some(self.fields);
-        self.current
     }
 }
 
@@ -356,8 +338,6 @@ mod tests {
         assert_eq!(t.place(&a, "aa"), Some(1));
         assert_eq!(t.place(&b, "cc"), Some(2));
         assert_eq!(t.fields(), 2);
-        t.reset();
-        assert_eq!(t.place(&b, "bb"), Some(1));
     }
 
     #[test]

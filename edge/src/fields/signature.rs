@@ -13,8 +13,8 @@ pub const SIGNATURE_SIDE: u32 = 64;
 /// A frame reduced for comparison: zero-mean, unit-energy, high-passed luma.
 #[derive(Debug, Clone)]
 pub struct Signature {
-    pub(super) width: usize,
-    pub(super) height: usize,
+    width: usize,
+    height: usize,
     values: Vec<f32>,
 }
 
@@ -114,10 +114,17 @@ impl Match {
     }
 }
 
+/// A signature with its spectrum, computed once however often it is compared.
+#[derive(Clone)]
+pub(super) struct Analysed {
+    pub(super) signature: Signature,
+    spectrum: Vec<Complex32>,
+}
+
 /// Phase correlation of signatures of one size (FFT plans kept between frames).
 pub(super) struct Correlator {
-    pub(super) width: usize,
-    pub(super) height: usize,
+    width: usize,
+    height: usize,
     rows: Arc<dyn Fft<f32>>,
     rows_inverse: Arc<dyn Fft<f32>>,
     columns: Arc<dyn Fft<f32>>,
@@ -126,7 +133,17 @@ pub(super) struct Correlator {
 }
 
 impl Correlator {
-    pub(super) fn new(width: usize, height: usize) -> Self {
+    /// A correlator for signatures like `signature`.
+    pub(super) fn for_signature(signature: &Signature) -> Self {
+        Correlator::new(signature.width, signature.height)
+    }
+
+    /// Whether `signature` has this correlator's size.
+    pub(super) fn fits(&self, signature: &Signature) -> bool {
+        (signature.width, signature.height) == (self.width, self.height)
+    }
+
+    fn new(width: usize, height: usize) -> Self {
         let mut planner = FftPlanner::new();
         Correlator {
             width,
@@ -158,21 +175,29 @@ impl Correlator {
         }
     }
 
-    fn spectrum(&mut self, s: &Signature) -> Vec<Complex32> {
-        let mut data: Vec<Complex32> = s.values.iter().map(|&v| Complex32::new(v, 0.0)).collect();
-        self.transform(&mut data, false);
-        data
+    /// The signature with its spectrum, ready to be compared (its size must be this
+    /// correlator's).
+    pub(super) fn analyse(&mut self, signature: Signature) -> Analysed {
+        let mut spectrum: Vec<Complex32> = signature
+            .values
+            .iter()
+            .map(|&v| Complex32::new(v, 0.0))
+            .collect();
+        self.transform(&mut spectrum, false);
+        Analysed {
+            signature,
+            spectrum,
+        }
     }
 
-    /// How `b` lines up with `a` (same size): the phase-correlation peak, then the correlation
-    /// over the overlap.
-    pub(super) fn compare(&mut self, a: &Signature, b: &Signature) -> Match {
+    /// How `b` lines up with `a` (both of this correlator's size): the phase-correlation peak,
+    /// then the correlation over the overlap.
+    pub(super) fn compare(&mut self, a: &Analysed, b: &Analysed) -> Match {
         let (w, h) = (self.width, self.height);
-        let fa = self.spectrum(a);
-        let fb = self.spectrum(b);
+        let (fa, fb) = (&a.spectrum, &b.spectrum);
         let mut cross: Vec<Complex32> = fa
             .iter()
-            .zip(&fb)
+            .zip(fb)
             .map(|(x, y)| {
                 let c = x.conj() * y;
                 let n = c.norm();
@@ -195,7 +220,7 @@ impl Correlator {
             }
         };
         let shift = (wrap(peak % w, w), wrap(peak / w, h));
-        overlap_correlation(a, b, shift)
+        overlap_correlation(&a.signature, &b.signature, shift)
     }
 }
 
@@ -240,10 +265,19 @@ fn overlap_correlation(a: &Signature, b: &Signature, shift: (i32, i32)) -> Match
     }
 }
 
+impl Signature {
+    /// Whether `other` can be compared with this one: same size, not empty.
+    pub(super) fn comparable(&self, other: &Signature) -> bool {
+        self.width == other.width && self.height == other.height && !self.is_empty()
+    }
+}
+
 /// Compares two frames' signatures (`None` when their sizes differ or one is empty).
 pub fn compare(a: &Signature, b: &Signature) -> Option<Match> {
-    if a.width != b.width || a.height != b.height || a.values.is_empty() {
+    if !a.comparable(b) {
         return None;
     }
-    Some(Correlator::new(a.width, a.height).compare(a, b))
+    let mut correlator = Correlator::new(a.width, a.height);
+    let (a, b) = (correlator.analyse(a.clone()), correlator.analyse(b.clone()));
+    Some(correlator.compare(&a, &b))
 }

@@ -1052,6 +1052,23 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `edge run --source -` with the tiny model of `dir`, its database at `db` and a config file
+/// holding `config`.
+fn edge_run_with_db(dir: &Path, db: &Path, config: &str) -> Command {
+    let file = dir.join("leukoscope.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
+    command
+        .args(["run", "--source", "-", "--model"])
+        .arg(dir.join("tiny.onnx"))
+        .arg("--db")
+        .arg(db)
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "info");
+    command
+}
+
 #[test]
 #[ignore = "needs root: mounts a tmpfs (CI runs it as root: cargo test -- --ignored as_root)"]
 fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result_as_root() {
@@ -1062,17 +1079,8 @@ fn a_full_disk_stops_classifying_says_so_and_keeps_every_reported_result_as_root
     let fs = Tmpfs::mount(&disk, "1m").expect("mounting a tmpfs needs root");
     let db = fs.0.join("audit.db");
     let log = dir.path().join("stderr.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
-    command
-        .args(["run", "--source", "-", "--model"])
-        .arg(dir.path().join("tiny.onnx"))
-        .arg("--db")
-        .arg(&db)
-        .env("RUST_LOG", "info");
     // The free-space floor is off so the database itself runs into the full disk.
-    let config = dir.path().join("leukoscope.toml");
-    std::fs::write(&config, "[store]\nmin_free_mib = 0\n").unwrap();
-    command.arg("--config").arg(&config);
+    let command = edge_run_with_db(dir.path(), &db, "[store]\nmin_free_mib = 0\n");
     let mut run = Running::spawn(command, &log);
     let mut stdin = run.stdin.take().unwrap();
     let frames: Vec<Vec<u8>> = (0..4).map(blast).collect();
@@ -1127,18 +1135,8 @@ fn the_free_space_floor_ends_the_scan_with_no_verdict_as_root() {
     std::fs::create_dir(&disk).unwrap();
     let fs = Tmpfs::mount(&disk, "16m").expect("mounting a tmpfs needs root");
     let db = fs.0.join("audit.db");
-    let config = dir.path().join("leukoscope.toml");
-    std::fs::write(&config, "[store]\nmin_free_mib = 8\n").unwrap();
     let log = dir.path().join("stderr.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
-    command
-        .args(["run", "--source", "-", "--model"])
-        .arg(dir.path().join("tiny.onnx"))
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info");
+    let command = edge_run_with_db(dir.path(), &db, "[store]\nmin_free_mib = 8\n");
     let mut run = Running::spawn(command, &log);
     let mut stdin = run.stdin.take().unwrap();
     let stop = Arc::new(AtomicBool::new(false));

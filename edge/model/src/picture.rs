@@ -688,7 +688,6 @@ mod tests {
 
     #[test]
     fn huge_headers_are_refused_before_decoding() {
-        let started = std::time::Instant::now();
         for bytes in [
             png_header_only(60_000, 60_000),
             jpeg_claiming(60_000, 60_000),
@@ -717,6 +716,5 @@ mod tests {
             err.contains("needs about 27648 bytes, more than the limit of 10000 bytes"),
             "{err}"
         );
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -24,10 +24,11 @@
 //!   that field's number back: going back to a field does not count it twice.
 //!
 //! The defaults come from `edge fields` on the pictures at hand (README "Fields"): on 274
-//! Taleqani pictures, the same field under noise, jitter, flicker and JPEG compression correlates
-//! at 0.83 or more (1st percentile), views moved by 10–40 % of the field at 0.84 or more once
-//! aligned, and other fields at 0.19 or less (99th percentile; 0.53 on the C-NMC cell crops, whose
-//! black backgrounds look alike): `same_threshold` 0.6 sits between them. A frame 10 % away from
+//! Taleqani pictures (every 10th of the dataset), the same field under noise, jitter, flicker
+//! and JPEG compression correlates at 0.83 or more (1st percentile), views moved by 10–40 % of
+//! the field at 0.84 or more once aligned, and other fields at 0.19 or less (99th percentile;
+//! 0.53 on the C-NMC cell crops, whose black backgrounds look alike): `same_threshold` 0.6 sits
+//! between them. A frame 10 % away from
 //! the previous one is never still; jitter of ±2 px always is.
 //!
 //! # Files and watched folders ([`FieldMode::EachPicture`])
@@ -188,11 +189,15 @@ impl FieldTracker {
         };
         let frame = correlator.analyse(signature);
         let comparable = |a: &Analysed| a.signature.comparable(&frame.signature);
-        let still = self.previous.as_ref().filter(|p| comparable(p)).is_some_and(|p| {
-            let m = correlator.compare(p, &frame);
-            m.correlation >= self.config.still_threshold
-                && m.shift_share() <= self.config.still_max_shift
-        });
+        let still = self
+            .previous
+            .as_ref()
+            .filter(|p| comparable(p))
+            .is_some_and(|p| {
+                let m = correlator.compare(p, &frame);
+                m.correlation >= self.config.still_threshold
+                    && m.shift_share() <= self.config.still_max_shift
+            });
         self.still_run = if still { self.still_run + 1 } else { 0 };
         let config = &self.config;
         let mut same_field = |reference: &Analysed| {
@@ -201,8 +206,9 @@ impl FieldTracker {
                 m.correlation >= config.same_threshold && m.overlap >= config.min_overlap
             }
         };
-        let placed = if let Some(current) =
-            self.current.filter(|&c| same_field(&self.references[c as usize - 1]))
+        let placed = if let Some(current) = self
+            .current
+            .filter(|&c| same_field(&self.references[c as usize - 1]))
         {
             Some(current)
         } else if self.still_run < self.config.settle_frames {

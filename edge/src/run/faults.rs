@@ -9,7 +9,7 @@ use hardware::Fault;
 use tracing::{error, info};
 
 use super::{Device, RunError, selftest};
-use crate::store::StoreError;
+use crate::store::{StopReason, StoreError};
 
 impl RunError {
     /// The fault a start-up refusal shows.
@@ -29,6 +29,13 @@ impl Device {
         error!("{}: {message}", fault.describe());
         self.fault = Some((fault, message.clone()));
         self.outputs.show_fault(fault, message);
+    }
+
+    /// A fault that stops classifying: it is shown on every output, then the open session (if
+    /// any) closes with reason `fault` and no verdict (`SLIDE verdict=incomplete`).
+    pub(super) fn stop_for_fault(&mut self, fault: Fault, message: String) {
+        self.set_fault(fault, message.clone());
+        self.close_session_for(StopReason::Fault, Some(message));
     }
 
     /// The database refused a write: classifying stops, and the open session closes with no

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
 use crate::source::{Frame, FrameData};
-use crate::store::{self, FrameRecord, StopReason};
+use crate::store::{self, FrameRecord};
 use leukoscope_screening::Decision;
 
 impl Device {
@@ -227,12 +227,5 @@ impl Device {
         self.outputs.status.phase = Phase::Screening;
         self.outputs.send(&event);
         self.outputs.refresh();
-    }
-
-    /// A fault that stops classifying in the middle of a scan: the open session closes with
-    /// reason `fault` and no verdict (`SLIDE verdict=incomplete`), then the fault is shown.
-    pub(super) fn stop_for_fault(&mut self, fault: Fault, message: String) {
-        self.set_fault(fault, message.clone());
-        self.close_session_for(StopReason::Fault, Some(message));
     }
 }

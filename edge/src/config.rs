@@ -2,7 +2,10 @@
 //!
 //! The annotated example `edge/leukoscope.example.toml` documents every key and its default;
 //! `edge run` flags override the file. Unknown keys are refused, so a typo is an error at
-//! start-up rather than a setting silently ignored.
+//! start-up rather than a setting silently ignored. Relative paths in a file (models, the
+//! self-test image, the database, the flagged-pictures folder, a watched folder or files) are
+//! relative to the file's folder, so `--config /etc/leukoscope/leukoscope.toml` means the same
+//! from any working directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,7 +76,9 @@ pub struct RunConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Model files, or folders whose `*.onnx` files are all candidates (f32 and int8 variants
-    /// of one contract).
+    /// of one contract). Empty (the default): the first of `$LEUKOSCOPE_MODELS`,
+    /// `/usr/share/leukoscope/models` and `./models` that holds a model
+    /// ([`crate::model_search`]).
     pub paths: Vec<PathBuf>,
     /// Which variant to run: `auto` (the fastest measured at start-up), `f32` or `int8`.
     pub variant: String,
@@ -94,7 +99,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            paths: vec![PathBuf::from("models")],
+            paths: Vec::new(),
             variant: "auto".into(),
             sha256: BTreeMap::new(),
             public_key: None,
@@ -190,12 +195,32 @@ impl RunConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: RunConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: RunConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         config.check()?;
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        config.resolve_relative_to(&base);
         Ok(config)
+    }
+
+    /// Makes the file paths of this config that are relative, relative to `base` (the config
+    /// file's folder) instead of the working directory. Device nodes and `stdin` are left alone.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.model.paths.iter_mut().for_each(join);
+        self.model.selftest_image.iter_mut().for_each(join);
+        join(&mut self.store.db);
+        self.store.flagged_dir.iter_mut().for_each(join);
+        self.source.spec = resolve_source_spec(&self.source.spec, base);
     }
 
     /// Checks values that parse but make no sense.
@@ -228,15 +253,24 @@ impl RunConfig {
                 self.model.variant
             )));
         }
-        if self.model.paths.is_empty() {
-            return Err(ConfigError::Invalid("model.paths is empty".into()));
-        }
         for (file, digest) in &self.model.sha256 {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::Invalid(format!(
                     "model.sha256 for {file}: expected 64 hex digits, got {digest:?}"
                 )));
             }
+        }
+        let camera =
+            self.source.spec.starts_with("v4l2:") || self.source.spec.starts_with("/dev/video");
+        if camera {
+            // The camera's mode is known before the first frame; other sources are checked on
+            // their first frame (`edge::run`).
+            crate::source::tiles::check_tile_count(
+                self.source.options.width,
+                self.source.options.height,
+                self.source.tile,
+            )
+            .map_err(ConfigError::Invalid)?;
         }
         if self.model.selftest_image.is_some() != self.model.selftest_label.is_some() {
             return Err(ConfigError::Invalid(
@@ -247,9 +281,63 @@ impl RunConfig {
     }
 }
 
+/// A source spec with a relative folder or file made relative to `base`; camera, `stdin` and
+/// absolute paths as they are.
+fn resolve_source_spec(spec: &str, base: &Path) -> String {
+    let resolve = |p: &str| {
+        let path = Path::new(p);
+        if path.is_relative() {
+            base.join(path).display().to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    if spec.is_empty() || spec == "stdin" || spec == "-" || spec.starts_with("v4l2:") {
+        return spec.to_string();
+    }
+    match spec.strip_prefix("watch:") {
+        Some(dir) if !dir.is_empty() => format!("watch:{}", resolve(dir)),
+        Some(_) => spec.to_string(),
+        None => resolve(spec),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("device.toml");
+        std::fs::write(
+            &file,
+            "[model]\npaths = [\"models\", \"/opt/m.onnx\"]\nselftest_image = \"s.jpg\"\n\
+             selftest_label = \"Pro\"\n[source]\nspec = \"watch:incoming\"\n\
+             [store]\ndb = \"state/l.db\"\nflagged_dir = \"/var/lib/f\"\n",
+        )
+        .unwrap();
+        let c = RunConfig::load(&file).unwrap();
+        let d = dir.path();
+        assert_eq!(
+            c.model.paths,
+            vec![d.join("models"), PathBuf::from("/opt/m.onnx")]
+        );
+        assert_eq!(c.model.selftest_image, Some(d.join("s.jpg")));
+        assert_eq!(c.store.db, d.join("state/l.db"));
+        assert_eq!(c.store.flagged_dir, Some(PathBuf::from("/var/lib/f")));
+        assert_eq!(
+            c.source.spec,
+            format!("watch:{}", d.join("incoming").display())
+        );
+        for kept in ["stdin", "-", "v4l2:/dev/video0", "/srv/in"] {
+            assert_eq!(resolve_source_spec(kept, d), kept);
+        }
+        assert_eq!(
+            resolve_source_spec("pictures", Path::new("/etc/l")),
+            "/etc/l/pictures"
+        );
+    }
 
     #[test]
     fn the_example_config_parses_and_checks() {
@@ -274,5 +362,12 @@ mod tests {
         assert!(err.contains("decision.min_confidence"), "{err}");
         let config: RunConfig = toml::from_str("[model.sha256]\n\"a.onnx\" = \"abc\"\n").unwrap();
         assert!(config.check().unwrap_err().to_string().contains("a.onnx"));
+        // tile = 3 on the camera's 1280x720 would be ~100,000 inferences per frame.
+        let config: RunConfig = toml::from_str("[source]\ntile = 3\n").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("tile = 3") && err.contains("1280x720"),
+            "{err}"
+        );
     }
 }

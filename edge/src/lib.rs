@@ -5,16 +5,19 @@
 //! (`leukoscope-model`), become a frame, field and slide decision (`leukoscope-screening`), are
 //! committed to the audit [`store`] (with [`flagged`] pictures kept) and only
 //! then are shown on the panel and sent on the serial line (`hardware`). [`run`] is the device
-//! program that wires these together; [`config`] its settings; [`integrity`] the model checks
-//! at start; [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
+//! program that wires these together; [`config`] its settings; [`model_search`] where it finds
+//! its model; [`integrity`] the model checks at start; [`check`] the deployment check
+//! (`edge check`); [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
 //! commands.
 
 pub mod audit;
+pub mod check;
 pub mod classify;
 pub mod config;
 pub mod fields;
 pub mod flagged;
 pub mod integrity;
+pub mod model_search;
 pub mod quality;
 pub mod run;
 pub mod source;

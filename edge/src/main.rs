@@ -49,6 +49,13 @@ enum Command {
     /// close the session and exit 0; a fault that stopped classifying (disk full, database
     /// error) exits 1. A screening aid, never a diagnosis.
     Run(Box<RunArgs>),
+    /// Check a deployment without opening a session: the config, the model files, their sha256
+    /// pins and signatures, the model's self-test, the database (writable, schema current),
+    /// free space, the flagged-pictures folder, the frame source (a camera delivers frames:
+    /// format, resolution, measured frames/s, the controls it offers), the serial port, the
+    /// LEDs, display and button. Prints a table; exit status 0 only when every check passed,
+    /// 1 otherwise. The systemd unit runs it before `edge run` (ExecStartPre).
+    Check(CheckArgs),
     /// List the slide sessions in the audit database.
     Sessions(DbArgs),
     /// Export one session's frames as CSV or JSON (stdout, or --out).
@@ -92,6 +99,22 @@ impl DbArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// Device config file (TOML, as for `edge run`). Without it, the defaults are checked.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Frame source to check instead of the config's (as `edge run --source`).
+    #[arg(long)]
+    source: Option<String>,
+    /// Seconds to wait for the source's first frame.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     #[command(flatten)]
     db: DbArgs,
@@ -131,8 +154,9 @@ struct RunArgs {
     /// and folders.
     #[arg(long)]
     source: Option<String>,
-    /// Model file or folder; repeat for the f32 and int8 variants of one model (default:
-    /// `models/`).
+    /// Model file or folder; repeat for the f32 and int8 variants of one model (default: the
+    /// config's `[model] paths`, else `$LEUKOSCOPE_MODELS`, `/usr/share/leukoscope/models` or
+    /// `./models`, the first that holds a model).
     #[arg(long)]
     model: Vec<PathBuf>,
     /// Which variant to run: the fastest measured at start-up, or a fixed one.
@@ -354,8 +378,9 @@ enum BenchFormat {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// The ONNX model (default: the first `.onnx` file in `./models/`, i.e. the shipped f32 model
-    /// when run from the repository; the file used is printed on stderr).
+    /// The ONNX model (default: the first `.onnx` file of the config's `[model] paths`, else of
+    /// `$LEUKOSCOPE_MODELS`, `/usr/share/leukoscope/models` or `./models`, the first that has
+    /// one; the file used is printed on stderr).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Override the labels, comma-separated in model output order (for foreign models).
@@ -373,12 +398,22 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<OnnxClassifier> {
+    /// The model of `--model`, else the first `.onnx` file of the config's `[model] paths`
+    /// (`config`: a device config file), else of the default places
+    /// ([`edge::model_search`]); the file used is said on stderr when not given.
+    fn load(&self, config: Option<&std::path::Path>) -> Result<OnnxClassifier> {
         let path = match &self.model {
             Some(p) => p.clone(),
             None => {
-                let path = shipped_model()?;
-                // Said every time: `models/` is relative to the working directory.
+                let configured = match config {
+                    Some(c) => edge::config::RunConfig::load(c)?.model.paths,
+                    None => Vec::new(),
+                };
+                let paths = edge::model_search::model_paths(&configured)?;
+                let path = edge::run::model_files(&paths)?
+                    .into_iter()
+                    .next()
+                    .context("no model file")?;
                 eprintln!("model: {} (no --model given)", path.display());
                 path
             }
@@ -397,23 +432,6 @@ impl ModelArgs {
             std: triple("--std", &self.std)?,
         };
         Ok(OnnxClassifier::load(&path, &overrides)?)
-    }
-}
-
-/// The first `.onnx` file in `models/` (sorted by name).
-fn shipped_model() -> Result<PathBuf> {
-    let dir = PathBuf::from("models");
-    match leukoscope_model::variant::model_files(&dir)
-        .ok()
-        .and_then(|f| f.into_iter().next())
-    {
-        Some(p) => Ok(p),
-        None => bail!(
-            "no --model given and no .onnx file in {}/ (relative to {}): run edge from the \
-             leukoscope folder, or give --model FILE",
-            dir.display(),
-            std::env::current_dir().map_or_else(|_| "here".into(), |d| d.display().to_string())
-        ),
     }
 }
 
@@ -447,7 +465,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Classify(a) => classify(a),
         Command::Evaluate(a) => {
             let settings = a.screening_settings()?;
-            let model = a.model.load()?;
+            let model = a.model.load(a.decision.config.as_deref())?;
             let out = a.out.unwrap_or_else(|| {
                 let name = a
                     .data
@@ -506,6 +524,21 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Run(a) => run_device(*a),
+        Command::Check(a) => {
+            let options = edge::check::CheckOptions {
+                first_frame_timeout: std::time::Duration::from_secs(a.timeout),
+                ..Default::default()
+            };
+            let report =
+                edge::check::check_deployment(a.config.as_deref(), a.source.as_deref(), &options);
+            let mut out = std::io::stdout().lock();
+            match a.format {
+                BenchFormat::Table => report.write_table(&mut out),
+                BenchFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?),
+            }
+            .context("cannot write output")?;
+            Ok(if report.passed { 0 } else { 1 })
+        }
         Command::Sessions(a) => {
             let store = a.open()?;
             let rows = edge::audit::list_sessions(&store)?;
@@ -549,7 +582,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Fields(a) => measure_fields(a),
         Command::Bench(a) => {
             leukoscope_model::bench::set_engine_threads(a.threads);
-            let model = a.model.load()?;
+            let model = a.model.load(None)?;
             let jpeg = match &a.image {
                 Some(p) => {
                     std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
@@ -715,7 +748,7 @@ fn measure_fields(a: FieldsArgs) -> Result<i32> {
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
     let decision = a.decision.run_config()?.decision;
-    let model = a.model.load()?;
+    let model = a.model.load(a.decision.config.as_deref())?;
     let labels = model.contract().labels.clone();
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];

@@ -29,7 +29,7 @@ mod model;
 mod outputs;
 mod pipeline;
 mod record;
-mod selftest;
+pub mod selftest;
 mod session;
 mod signals;
 mod startup;

@@ -56,7 +56,9 @@ pub fn model_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RunError> {
 /// Checks integrity, loads every candidate model (from the bytes checked) and keeps the one
 /// `config.model.variant` asks for (or the fastest).
 pub(super) fn load_model(config: &RunConfig) -> Result<LoadedModel, RunError> {
-    let files = model_files(&config.model.paths)?;
+    let paths = crate::model_search::model_paths(&config.model.paths)
+        .map_err(|e| RunError::ModelRefused(e.to_string()))?;
+    let files = model_files(&paths)?;
     let mut verified = Vec::new();
     for file in &files {
         verified.push(

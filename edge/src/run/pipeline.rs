@@ -28,6 +28,10 @@ pub enum FrameError {
     /// Inference failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The tile setting would cut this frame into more tiles than the device allows
+    /// ([`crate::source::tiles::MAX_TILES_PER_FRAME`]): a configuration error.
+    #[error("{0}")]
+    TooManyTiles(String),
 }
 
 /// What came of one frame.
@@ -139,6 +143,8 @@ impl FramePipeline {
                 outcome,
             }]);
         }
+        crate::source::tiles::check_tile_count(width, height, self.tile)
+            .map_err(FrameError::TooManyTiles)?;
         let mut out = Vec::new();
         for (i, t) in crate::source::tiles::tiles(image, self.tile)
             .into_iter()

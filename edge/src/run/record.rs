@@ -50,6 +50,11 @@ impl Device {
                     self.stop_for_fault(Fault::Internal, format!("inference failed: {e}"));
                     return;
                 }
+                Err(FrameError::TooManyTiles(message)) => {
+                    // Every later frame of this source would be refused the same way.
+                    self.stop_for_fault(Fault::Internal, message);
+                    return;
+                }
             };
         let session = self.session.as_mut().expect("opened above");
         session.seq += 1;

@@ -14,6 +14,36 @@
 use image::RgbImage;
 use image::imageops;
 
+/// The most tiles one frame may be cut into. Each tile is a model inference (10–80 ms on a
+/// Raspberry Pi), so 64 tiles already take seconds per frame; a smaller tile is a mistake (a
+/// tile side of 3 px on a 1280×720 frame would be about 100,000 inferences per frame).
+pub const MAX_TILES_PER_FRAME: u64 = 64;
+
+/// How many tiles [`tiles`] cuts a `width`×`height` frame into (`tile` 0: not tiled, one).
+pub fn tile_count(width: u32, height: u32, tile: u32) -> u64 {
+    if tile == 0 || width < tile || height < tile {
+        return 1;
+    }
+    u64::from(width / tile) * u64::from(height / tile)
+}
+
+/// Refuses a tile side that would cut a `width`×`height` frame into more than
+/// [`MAX_TILES_PER_FRAME`] tiles, with the smallest side that would do.
+pub fn check_tile_count(width: u32, height: u32, tile: u32) -> Result<(), String> {
+    let n = tile_count(width, height, tile);
+    if n <= MAX_TILES_PER_FRAME {
+        return Ok(());
+    }
+    let smallest = (tile..=width.max(height))
+        .find(|&t| tile_count(width, height, t) <= MAX_TILES_PER_FRAME)
+        .unwrap_or(width.max(height));
+    Err(format!(
+        "[source] tile = {tile} (the tile side in pixels) cuts a {width}x{height} frame into {n} \
+         tiles, more than {MAX_TILES_PER_FRAME} per frame: use tile = 0 (the centre square) or \
+         tile >= {smallest}"
+    ))
+}
+
 /// One tile of a frame.
 #[derive(Debug, Clone)]
 pub struct Tile {
@@ -80,6 +110,21 @@ mod tests {
                 img.get_pixel(tile.x + 3, tile.y + 5)
             );
         }
+    }
+
+    #[test]
+    fn too_many_tiles_are_refused_with_the_smallest_side_that_would_do() {
+        assert_eq!(tile_count(1280, 720, 224), 15);
+        assert_eq!(tile_count(1280, 720, 0), 1);
+        assert_eq!(tile_count(100, 100, 224), 1);
+        assert!(check_tile_count(1280, 720, 224).is_ok());
+        assert!(check_tile_count(1280, 720, 0).is_ok());
+        let err = check_tile_count(1280, 720, 3).unwrap_err();
+        assert!(err.contains("102240 tiles"), "{err}");
+        // 1280x720 at 117 px: 10 x 6 = 60 tiles, the smallest side within the limit.
+        assert!(err.contains("tile >= 117"), "{err}");
+        assert!(check_tile_count(1280, 720, 116).is_err());
+        assert!(check_tile_count(1280, 720, 117).is_ok());
     }
 
     #[test]

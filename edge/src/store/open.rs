@@ -52,6 +52,35 @@ impl Store {
     /// Opens an existing database for reading only (`edge sessions`, `export`, `report`),
     /// while `edge run` may be writing it. Changes nothing, recovers nothing.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let (store, version) = Self::open_for_reading(path)?;
+        if version == 0 {
+            return Err(StoreError::NotOurs {
+                path: path.to_path_buf(),
+                detail: "empty database (never opened by edge run)".into(),
+            });
+        }
+        if version != SCHEMA_VERSION {
+            // An older schema is migrated only by the writer; reading it with today's queries
+            // could fail in confusing ways.
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    /// The schema version of an existing database, read without changing anything (`edge
+    /// check`): 0 for an empty file, below [`SCHEMA_VERSION`] for one the next `edge run`
+    /// migrates. A foreign database or one newer than this program is an error.
+    pub fn schema_version(path: &Path) -> Result<i64, StoreError> {
+        Self::open_for_reading(path).map(|(_, version)| version)
+    }
+
+    /// A read-only connection to an existing file, and its schema version once it is known to
+    /// be a leukoscope database (or an empty one).
+    fn open_for_reading(path: &Path) -> Result<(Store, i64), StoreError> {
         if !path.is_file() {
             return Err(StoreError::Io {
                 path: path.to_path_buf(),
@@ -75,22 +104,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| store.err("set the busy timeout", e))?;
         let version = store.check_identity()?;
-        if version == 0 {
-            return Err(StoreError::NotOurs {
-                path: path.to_path_buf(),
-                detail: "empty database (never opened by edge run)".into(),
-            });
-        }
-        if version != SCHEMA_VERSION {
-            // An older schema is migrated only by the writer; reading it with today's queries
-            // could fail in confusing ways.
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        Ok(store)
+        Ok((store, version))
     }
 
     /// Sessions the last [`Store::open`] found open and marked interrupted.

@@ -47,7 +47,8 @@ fn variant(name: &str, activations: ActivationType, depthwise: Depthwise, method
         cases.push(serde_json::json!({ "input": x, "tract": p }));
     }
     if let Some(dir) = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR") {
-        let dir = std::path::PathBuf::from(dir);
+        // Each conformance test writes its own subfolder, so CI sets one folder for the whole run.
+        let dir = std::path::PathBuf::from(dir).join("quantize");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(&out, dir.join(format!("{name}.onnx"))).unwrap();
         let s = common::SIZE as usize;

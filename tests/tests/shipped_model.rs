@@ -3,7 +3,7 @@
 //! confidence. Reported as ignored when the dataset is not there (a fresh clone); the 4-class
 //! model itself must always be there.
 //!
-//! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped int8 model is also written there with the
+//! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped int8 model is also written to its `shipped/` with the
 //! test split of its manifest (`models/<name>.manifest.csv`) as inputs and tract's probabilities,
 //! for `tests/quantize_conformance.py` to compare with onnxruntime (run by .ci/run).
 
@@ -168,7 +168,9 @@ fn main() {
             Ok(())
         }
     })];
-    let dump = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR").map(PathBuf::from);
+    // Each conformance test writes its own subfolder, so CI sets one folder for the whole run.
+    let dump =
+        std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR").map(|d| PathBuf::from(d).join("shipped"));
     let mut missing = std::collections::BTreeSet::new();
     for model in models {
         let present = model.data.is_dir();

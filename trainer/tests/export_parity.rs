@@ -105,7 +105,8 @@ fn check(spec: ModelSpec) {
     // For the peer-runtime check (tests/onnx_conformance.py, run by .ci/run): the file, the
     // inputs and burn's probabilities.
     if let Some(dir) = std::env::var_os("LEUKOSCOPE_CONFORMANCE_DIR") {
-        let dir = std::path::PathBuf::from(dir);
+        // Each conformance test writes its own subfolder, so CI sets one folder for the whole run.
+        let dir = std::path::PathBuf::from(dir).join("export");
         std::fs::create_dir_all(&dir).unwrap();
         let name = match spec {
             ModelSpec::Mobilenetv2 { .. } => "mobilenetv2",

@@ -45,10 +45,17 @@ fi
 
 # Debian's Rust (rustc-web) has the aarch64 standard library; rustup's has not.
 export RUSTC=/usr/bin/rustc
+export RUSTDOC=/usr/bin/rustdoc
 CARGO=/usr/bin/cargo
 export CARGO_TARGET_DIR="$PWD/target/arm64"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+# qemu runs aarch64 programs with the arm64 C library that libstd-rust-web-dev:arm64 installs
+# (multiarch: /lib/ld-linux-aarch64.so.1 and /lib/aarch64-linux-gnu). Do not pass
+# `-L /usr/aarch64-linux-gnu`: that loader (libc6-arm64-cross, another glibc build) then loads
+# the multiarch libc.so.6, and the mismatched pair hangs in the first thread spawn.
+QEMU="qemu-aarch64-static -L /"
+# A test program that hangs under emulation fails the step after 10 min instead of the CI run.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="timeout --kill-after=10 600 $QEMU"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu"
@@ -74,8 +81,7 @@ fi
 
 if [ -n "$compare" ]; then
   echo "== end to end under qemu-aarch64 against $compare"
-  qemu="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
-  python3 edge/deploy/compare_arm64.py --arm "$qemu $bin" --x86 "$compare"
+  python3 edge/deploy/compare_arm64.py --arm "$QEMU $bin" --x86 "$compare"
 fi
 
 if [ "$deb" = 1 ]; then

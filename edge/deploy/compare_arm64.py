@@ -7,7 +7,7 @@ database, exported with `edge export`). The labels and the slide verdict must be
 largest difference of any class probability is printed. Exit status 1 on any difference of
 label or verdict, or a probability difference above --max-dp.
 
-  compare_arm64.py --arm "qemu-aarch64-static -L /usr/aarch64-linux-gnu target/arm64/.../edge" \
+  compare_arm64.py --arm "qemu-aarch64-static -L / target/arm64/.../edge" \
                    --x86 target/debug/edge [--pictures DIR] [--count 21]
 """
 
@@ -34,7 +34,11 @@ def pictures(root: Path, count: int) -> list[Path]:
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=True, **kw)
+    try:
+        # Under emulation a hang must fail the check, not the whole CI run.
+        result = subprocess.run(cmd, capture_output=True, timeout=900, **kw)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"compare_arm64: {' '.join(cmd[:4])} ... did not finish in 900 s")
     if result.returncode != 0:
         sys.stderr.write(result.stderr.decode(errors="replace"))
         sys.exit(f"compare_arm64: {' '.join(cmd[:4])} ... exited {result.returncode}")

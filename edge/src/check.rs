@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::source::{FrameData, SourceEvent, SourceSpec};
+use crate::source::{FrameData, RecvTimeoutError, SourceEvent, SourceSpec};
 use crate::store::{SCHEMA_VERSION, Store};
 
 /// What became of one check.
@@ -353,113 +353,94 @@ fn source_check(config: &RunConfig, options: &CheckOptions) -> CheckResult {
                 })
                 .map_err(|e| format!("watch:{}: {e}", dir.display())),
         ),
-        SourceSpec::V4l2 { .. } | SourceSpec::Files(_) => {
-            row("source", first_frames(config, &spec, options))
-        }
+        SourceSpec::V4l2 { device } => row("source", camera_check(config, &spec, device, options)),
+        SourceSpec::Files(_) => row("source", first_frames(config, &spec, options)),
     }
 }
 
-/// Opens the source as `edge run` does and waits for its first frame; a camera's frames are
-/// then counted for `fps_window`.
+/// Opens the camera as `edge run` does (format, frame rate, the controls of `[source.options]`),
+/// grabs frames for about `fps_window` and reports its mode, the measured rate and the controls
+/// it offers with their values.
+fn camera_check(
+    config: &RunConfig,
+    spec: &SourceSpec,
+    device: &Path,
+    options: &CheckOptions,
+) -> Result<String, String> {
+    let o = &config.source.options;
+    let frames = (f64::from(o.fps.max(1)) * options.fps_window.as_secs_f64()).round() as u32;
+    let p = crate::source::probe(device, o, frames.clamp(2, 300)).map_err(|e| e.to_string())?;
+    crate::source::tiles::check_tile_count(p.width, p.height, config.source.tile)?;
+    let format = String::from_utf8_lossy(&p.format.fourcc()).into_owned();
+    let mut detail = format!(
+        "{spec}: {format} {}x{}, {:.1} frames/s measured",
+        p.width, p.height, p.measured_fps
+    );
+    if p.controls.is_empty() {
+        detail.push_str("; no controls offered");
+    } else {
+        detail.push_str(&format!("; controls: {}", p.controls_text()));
+    }
+    Ok(detail)
+}
+
+/// Opens a files source as `edge run` does and waits for its first whole picture.
 fn first_frames(
     config: &RunConfig,
     spec: &SourceSpec,
     options: &CheckOptions,
 ) -> Result<String, String> {
-    let is_camera = matches!(spec, SourceSpec::V4l2 { .. });
     let source = crate::source::open(spec, &config.source.options).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + options.first_frame_timeout;
-    let mut first: Option<(String, u32, u32, Instant)> = None;
-    let mut frames = 0u32;
     let mut skipped = Vec::new();
+    let described = |skipped: &[String]| {
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", skipped.join("; "))
+        }
+    };
     let result = loop {
         let now = Instant::now();
-        let until = match &first {
-            Some((.., at)) if is_camera => *at + options.fps_window,
-            Some(_) => break Ok(()),
-            None => deadline,
-        };
-        if now >= until {
-            break if first.is_some() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{spec}: no frame within {} s{}",
-                    options.first_frame_timeout.as_secs(),
-                    if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", skipped.join("; "))
-                    }
-                ))
-            };
+        if now >= deadline {
+            break Err(format!(
+                "{spec}: no frame within {} s{}",
+                options.first_frame_timeout.as_secs(),
+                described(&skipped)
+            ));
         }
-        match source.recv_timeout(until - now) {
+        match source.recv_timeout(deadline - now) {
             Ok(SourceEvent::Frame(frame)) => {
-                if first.is_none() {
-                    let (w, h, kind) = match &frame.data {
-                        FrameData::Encoded(bytes) => {
-                            match leukoscope_model::preprocess::decode_image_bytes(bytes) {
-                                Ok(img) => (img.width(), img.height(), "JPEG/PNG"),
-                                Err(e) => {
-                                    skipped.push(format!("{}: {e}", frame.origin));
-                                    continue;
-                                }
+                let (w, h, kind) = match &frame.data {
+                    FrameData::Encoded(bytes) => {
+                        match leukoscope_model::preprocess::decode_image_bytes(bytes) {
+                            Ok(img) => (img.width(), img.height(), "JPEG/PNG"),
+                            Err(e) => {
+                                skipped.push(format!("{}: {e}", frame.origin));
+                                continue;
                             }
                         }
-                        FrameData::Rgb(img) => (img.width(), img.height(), "YUYV"),
-                    };
-                    let (w, h) = (w, h);
-                    if let Err(e) = crate::source::tiles::check_tile_count(w, h, config.source.tile)
-                    {
-                        break Err(e);
                     }
-                    first = Some((kind.to_string(), w, h, Instant::now()));
-                } else {
-                    frames += 1;
-                }
+                    FrameData::Rgb(img) => (img.width(), img.height(), "RGB"),
+                };
+                break crate::source::tiles::check_tile_count(w, h, config.source.tile)
+                    .map(|()| format!("{spec}: first frame {w}x{h} ({kind})"));
             }
             Ok(SourceEvent::Skipped { origin, reason }) => {
                 skipped.push(format!("{origin}: {reason}"))
             }
             Ok(SourceEvent::Lost { reason }) => break Err(format!("{spec}: {reason}")),
-            Ok(SourceEvent::End) | Err(_) if first.is_none() => {
+            Ok(SourceEvent::End) | Err(RecvTimeoutError::Disconnected) => {
                 break Err(format!(
                     "{spec}: ended without a whole picture{}",
-                    if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", skipped.join("; "))
-                    }
+                    described(&skipped)
                 ));
             }
-            Ok(_) => {}
-            Err(_) => break Ok(()),
+            Ok(SourceEvent::Restored) | Err(RecvTimeoutError::Timeout) => {}
         }
     };
     source.stop();
-    result?;
-    let (kind, w, h, at) = first.expect("a first frame when the check passed");
-    let mut detail = format!("{spec}: first frame {w}x{h} ({kind})");
-    if is_camera {
-        let seconds = at
-            .elapsed()
-            .as_secs_f64()
-            .min(options.fps_window.as_secs_f64());
-        if seconds > 0.0 {
-            detail.push_str(&format!(
-                ", {:.1} frames/s measured",
-                f64::from(frames) / seconds
-            ));
-        }
-        detail.push_str(&camera_controls(spec));
-    }
-    Ok(detail)
-}
-
-/// The V4L2 controls a camera offers, as `; controls: name=value [min..max], …`.
-fn camera_controls(_spec: &SourceSpec) -> String {
-    String::new()
+    result
 }
 
 /// The LEDs and display answer (the `linux` build), or what else the panel is.

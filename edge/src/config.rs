@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::fields::FieldConfig;
 use crate::quality::QualityConfig;
-use crate::source::SourceOptions;
+use crate::source::{FramePolicy, SourceOptions, SourceSpec};
 use leukoscope_screening::{DecisionConfig, SlideRule};
 
 /// Reading the configuration failed.
@@ -117,8 +117,14 @@ impl Default for ModelConfig {
 pub struct SourceConfig {
     /// `v4l2:/dev/videoN`, `stdin` (or `-`), `watch:DIR`, or a file or folder path.
     pub spec: String,
-    /// Stop the program when a finite source (stdin, files) ends.
+    /// Stop the program when a finite source (stdin, files) ends; `false` (`--keep-running`):
+    /// close the session and stay up (serial line, button, panel) until SIGTERM/SIGINT.
     pub exit_on_end: bool,
+    /// Frames the classifier has not taken yet when a newer one arrives: `latest` drops them
+    /// (counted: `dropped`), `all` keeps every one. Unset: `latest` for a camera, `all` for
+    /// stdin, files and a watched folder. `latest` on files or a folder, and `all` on a camera,
+    /// are refused. Set `latest` for `stdin` from a live camera (`rpicam-vid`, GStreamer).
+    pub policy: Option<FramePolicy>,
     /// 0: classify the centre square of each frame (the default, like the training pictures).
     /// N: cut each frame into a centred grid of N×N tiles at full resolution and classify each
     /// tile on its own (per-tile results; see `edge::source::tiles`).
@@ -132,6 +138,7 @@ impl Default for SourceConfig {
         SourceConfig {
             spec: "v4l2:/dev/video0".into(),
             exit_on_end: true,
+            policy: None,
             tile: 0,
             options: SourceOptions::default(),
         }
@@ -272,6 +279,15 @@ impl RunConfig {
             )
             .map_err(ConfigError::Invalid)?;
         }
+        if let (Some(policy), Ok(spec)) =
+            (self.source.policy, self.source.spec.parse::<SourceSpec>())
+        {
+            policy
+                .check(&spec)
+                .map_err(|e| ConfigError::Invalid(format!("source.policy: {e}")))?;
+        }
+        crate::source::v4l2::controls::validate(&self.source.options)
+            .map_err(ConfigError::Invalid)?;
         if self.model.selftest_image.is_some() != self.model.selftest_label.is_some() {
             return Err(ConfigError::Invalid(
                 "model.selftest_image and model.selftest_label go together".into(),
@@ -345,6 +361,36 @@ mod tests {
         let config: RunConfig = toml::from_str(text).unwrap();
         config.check().unwrap();
         assert_eq!(config.source.spec, "v4l2:/dev/video0");
+    }
+
+    #[test]
+    fn the_example_config_locks_white_balance_and_exposure() {
+        let config: RunConfig = toml::from_str(include_str!("../leukoscope.example.toml")).unwrap();
+        let o = &config.source.options;
+        assert_eq!(o.white_balance_auto, Some(false));
+        assert!(o.white_balance_temperature.is_some());
+        assert_eq!(
+            o.exposure_auto,
+            Some(crate::source::ExposureSetting::Switch(false))
+        );
+        assert!(o.catch_up);
+    }
+
+    #[test]
+    fn policy_and_camera_controls_are_checked_at_load() {
+        let config: RunConfig =
+            toml::from_str("[source]\nspec = \"-\"\npolicy = \"latest\"\n").unwrap();
+        config.check().unwrap();
+        assert_eq!(config.source.policy, Some(FramePolicy::Latest));
+        let config: RunConfig =
+            toml::from_str("[source]\nspec = \"watch:in\"\npolicy = \"latest\"\n").unwrap();
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("source.policy") && e.contains("watch:in"), "{e}");
+        assert!(toml::from_str::<RunConfig>("[source]\npolicy = \"newest\"\n").is_err());
+        let config: RunConfig =
+            toml::from_str("[source.options]\nwhite_balance_temperature = 4500\n").unwrap();
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("white_balance_auto = false"), "{e}");
     }
 
     #[test]

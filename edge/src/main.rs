@@ -199,9 +199,16 @@ struct RunArgs {
     /// Camera frame rate (v4l2).
     #[arg(long)]
     fps: Option<u32>,
-    /// Keep running when a finite source (stdin, files) ends.
+    /// Keep running when a finite source (stdin, files) ends: the session closes, and the
+    /// program stays up (serial line, button, panel) until SIGTERM or SIGINT.
     #[arg(long)]
     keep_running: bool,
+    /// Frames the classifier has not taken yet when a newer one arrives: `latest` drops them
+    /// (results never trail a live camera by more than one frame; for `--source -` from
+    /// rpicam-vid or GStreamer), `all` classifies every one (default for stdin, files and
+    /// folders; a camera is always `latest`).
+    #[arg(long, value_parser = ["latest", "all"])]
+    policy: Option<String>,
     /// Cut each frame into a centred grid of N×N tiles at full resolution and classify each on
     /// its own (default 0: the centre square of the frame, resized to the model input).
     #[arg(long, value_name = "N")]
@@ -839,6 +846,9 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     if a.keep_running {
         c.source.exit_on_end = false;
     }
+    if let Some(p) = &a.policy {
+        c.source.policy = Some(p.parse().map_err(anyhow::Error::msg)?);
+    }
     if let Some(t) = a.tile {
         c.source.tile = t;
     }
@@ -859,8 +869,13 @@ fn run_device(a: RunArgs) -> Result<i32> {
     let device = edge::run::Device::start(config, outputs)?;
     let summary = device.run(&shutdown)?;
     eprintln!(
-        "{} frames received, {} recorded, {} undecodable, {} session(s) closed",
-        summary.frames, summary.recorded, summary.undecodable, summary.sessions
+        "{} frames received, {} recorded, {} undecodable, {} session(s) closed, {} dropped, {} already recorded",
+        summary.frames,
+        summary.recorded,
+        summary.undecodable,
+        summary.sessions,
+        summary.dropped,
+        summary.already_recorded
     );
     match summary.fault {
         Some(fault) => {

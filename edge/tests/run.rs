@@ -326,6 +326,10 @@ fn frames_that_are_not_whole_are_skipped_and_never_recorded() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("session(s) closed, 0 dropped, 0 already recorded"),
+        "{stderr}"
+    );
     for (name, why) in [
         ("2-cut.jpg", "truncated JPEG"),
         ("3-corrupt.jpg", "corrupt JPEG"),
@@ -532,8 +536,8 @@ fn a_watched_folder_is_classified_as_files_arrive() {
     )
     .unwrap();
     std::fs::write(incoming.join("b.jpg"), benign(3)).unwrap();
-    run.read_until(|l| l.starts_with("RESULT frame=2 "), &log);
-    // Let a third result appear if one were (wrongly) coming, then stop.
+    run.read_until(|l| l.starts_with("RESULT frame=3 "), &log);
+    // Let a fourth result appear if one were (wrongly) coming, then stop.
     std::thread::sleep(Duration::from_millis(500));
     run.child.kill().unwrap();
     run.child.wait().unwrap();
@@ -548,12 +552,14 @@ fn a_watched_folder_is_classified_as_files_arrive() {
         })
         .collect();
     got.sort();
-    // Files arrive in any order; the file already there and the fake one are not rows.
+    // Files arrive in any order; the file already there is caught up (the database does not
+    // have it), the fake one is not a row.
     assert_eq!(
         got,
         [
             ("a.jpg".into(), "Pro".into()),
-            ("b.jpg".into(), "Benign".into())
+            ("b.jpg".into(), "Benign".into()),
+            ("before.jpg".into(), "Benign".into())
         ]
     );
     let stderr = std::fs::read_to_string(&log).unwrap();
@@ -1185,4 +1191,236 @@ fn the_free_space_floor_ends_the_scan_with_no_verdict_as_root() {
         let seq: u64 = field(l, "frame").unwrap().parse().unwrap();
         assert!(stored.contains(&seq), "reported frame {seq} is not stored");
     }
+}
+
+/// Waits (60 s at most) until the file at `path` contains `needle`; returns its text.
+fn wait_for_log(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+/// The summary line's `N dropped` and `N already recorded`.
+fn summary_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" frames received, "))
+        .unwrap_or_else(|| panic!("no summary line in\n{stderr}"));
+    let count = |what: &str| -> u64 {
+        let before = line.split(what).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    (count(" dropped"), count(" already recorded"))
+}
+
+#[test]
+fn policy_latest_drops_waiting_frames_and_classifies_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let log = dir.path().join("stderr.log");
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| benign(700 + i)).collect();
+    // More than a pipe buffer (64 KiB) beyond a few frames: while the device is held in a
+    // commit, the reader must read (and the mailbox replace) most of them.
+    let bytes: usize = frames[1..].iter().map(Vec::len).sum();
+    assert!(bytes > 64 * 1024 + 4 * frames[1].len(), "{bytes}");
+    let mut run = Running::spawn(
+        edge_run(dir.path(), &["--source", "-", "--policy", "latest"]),
+        &log,
+    );
+    run.send(&frames[0]);
+    run.read_until(|l| l.starts_with("RESULT frame=1 "), &log);
+    // A slow consumer, deterministically: the test holds the database's write lock, so the
+    // device's next commit waits (its busy timeout is 5 s) while the stream is written.
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for f in &frames[1..] {
+        run.send(f);
+    }
+    drop(run.stdin.take()); // the end of the stream
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    run.read_until(|l| l.starts_with("SLIDE "), &log);
+    let status = run.child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (dropped, _) = summary_counts(&stderr);
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let rows = store.frames(1).unwrap();
+    assert!(dropped >= 1, "{stderr}");
+    assert_eq!(rows.len() as u64 + dropped, frames.len() as u64, "{stderr}");
+    let hash = |b: &[u8]| hex::encode(Sha256::digest(b));
+    assert_eq!(
+        rows.last().unwrap().frame.sha256,
+        hash(frames.last().unwrap()),
+        "the last frame sent is classified"
+    );
+    assert_eq!(rows[0].frame.sha256, hash(&frames[0]));
+}
+
+#[test]
+fn policy_all_classifies_every_frame_of_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| benign(700 + i)).collect();
+    let stream_file = dir.path().join("stream.mjpeg");
+    std::fs::write(&stream_file, frames.concat()).unwrap();
+    // The whole stream is there at once and every frame costs a commit: the consumer is the
+    // slow side, and `all` holds the reader back instead of dropping.
+    let out = edge_run(dir.path(), &["--source", "-", "--policy", "all"])
+        .stdin(File::open(&stream_file).unwrap())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(summary_counts(&stderr), (0, 0), "{stderr}");
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let got: Vec<String> = store
+        .frames(1)
+        .unwrap()
+        .iter()
+        .map(|r| r.frame.sha256.clone())
+        .collect();
+    let sent: Vec<String> = frames
+        .iter()
+        .map(|f| hex::encode(Sha256::digest(f)))
+        .collect();
+    assert_eq!(got, sent);
+    // `latest` is for live streams: on files it is a clear error before anything starts.
+    let out = edge_run(
+        dir.path(),
+        &[
+            "--source",
+            dir.path().to_str().unwrap(),
+            "--policy",
+            "latest",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("source.policy"), "{stderr}");
+}
+
+#[test]
+fn keep_running_stays_up_after_a_finite_source_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let pictures = dir.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    for i in 0..3 {
+        std::fs::write(pictures.join(format!("{i}.jpg")), benign(20 + i)).unwrap();
+    }
+    let log = dir.path().join("stderr.log");
+    let mut run = Running::spawn(
+        edge_run(
+            dir.path(),
+            &["--source", pictures.to_str().unwrap(), "--keep-running"],
+        ),
+        &log,
+    );
+    run.read_until(|l| l.starts_with("RESULT frame=3 "), &log);
+    // The source's end closes the session and is logged; the program stays up.
+    run.read_until(|l| l.starts_with("SLIDE "), &log);
+    wait_for_log(&log, "source ended; still running");
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    assert_eq!(store.frames(1).unwrap().len(), 3);
+    assert_eq!(
+        store.sessions().unwrap()[0].stop_reason,
+        Some(StopReason::SourceEnd)
+    );
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "edge run --keep-running exited after its source ended:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    sigterm(&run.child);
+    let status = run.child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("3 frames received, 3 recorded, 0 undecodable, 1 session(s) closed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_restarted_watch_catches_up_on_pictures_that_arrived_while_it_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    model(dir.path());
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    for (name, seed) in [("a1.jpg", 1), ("a2.jpg", 2), ("a3.jpg", 3)] {
+        std::fs::write(incoming.join(name), benign(seed)).unwrap();
+    }
+    let watch = format!("watch:{}", incoming.display());
+    let run_until_results = |n: usize, log: &Path| -> String {
+        let mut run = Running::spawn(edge_run(dir.path(), &["--source", &watch]), log);
+        run.read_until(|l| l.starts_with(&format!("RESULT frame={n} ")), log);
+        sigterm(&run.child);
+        let status = run.child.wait().unwrap();
+        let stderr = std::fs::read_to_string(log).unwrap();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let first = run_until_results(3, &dir.path().join("first.log"));
+    assert_eq!(summary_counts(&first), (0, 0), "{first}");
+
+    // While the service is down: two new pictures, and a2 replaced under the same name.
+    std::fs::write(incoming.join("a2.jpg"), blast(22)).unwrap();
+    std::fs::write(incoming.join("a4.jpg"), benign(4)).unwrap();
+    std::fs::write(incoming.join("a5.jpg"), blast(5)).unwrap();
+    // Sorted by name, a5 comes last: when its result is out, a1 and a3 have been skipped.
+    let second = run_until_results(3, &dir.path().join("second.log"));
+    assert_eq!(summary_counts(&second), (0, 2), "{second}");
+    assert!(
+        second.contains("already in the database skipped"),
+        "{second}"
+    );
+
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let rows = |session| -> Vec<(String, String)> {
+        store
+            .frames(session)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let name = Path::new(&r.frame.origin).file_name().unwrap();
+                (name.to_string_lossy().into_owned(), r.frame.sha256.clone())
+            })
+            .collect()
+    };
+    let hash = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let names = |rows: &[(String, String)]| -> Vec<String> {
+        let mut n: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&rows(1)), ["a1.jpg", "a2.jpg", "a3.jpg"]);
+    let again = rows(2);
+    assert_eq!(names(&again), ["a2.jpg", "a4.jpg", "a5.jpg"]);
+    let a2 = again.iter().find(|(n, _)| n == "a2.jpg").unwrap();
+    assert_eq!(
+        a2.1,
+        hash(&blast(22)),
+        "the replaced picture, classified again"
+    );
+    assert_eq!(store.sessions().unwrap().len(), 2);
 }

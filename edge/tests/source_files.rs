@@ -51,7 +51,11 @@ fn watch_reads_new_complete_files_only() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("old.jpg"), jpeg(1)).unwrap();
-    let h = source::open(&SourceSpec::Watch { dir: d.into() }, &opts()).unwrap();
+    let no_catch_up = SourceOptions {
+        catch_up: false,
+        ..opts()
+    };
+    let h = source::open(&SourceSpec::Watch { dir: d.into() }, &no_catch_up).unwrap();
 
     // Ignored names: no event at all (checked below: the next event is the renamed file).
     std::fs::write(d.join("readme.txt"), b"not a picture").unwrap();
@@ -120,6 +124,36 @@ fn watch_existing_reads_what_is_there() {
     )
     .unwrap();
     assert_eq!(encoded(next(&h)).1, old);
+    h.stop();
+}
+
+#[test]
+fn catch_up_marks_the_pictures_there_at_start_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = jpeg(7);
+    std::fs::write(dir.path().join("old.jpg"), &old).unwrap();
+    let h = source::open(
+        &SourceSpec::Watch {
+            dir: dir.path().into(),
+        },
+        &opts(),
+    )
+    .unwrap();
+    let first = match next(&h) {
+        SourceEvent::Frame(f) => f,
+        other => panic!("expected the picture already there, got {other:?}"),
+    };
+    assert_eq!(name(&first.origin), "old.jpg");
+    assert!(first.catch_up);
+    let new = jpeg(8);
+    std::fs::write(dir.path().join("new.jpg"), &new).unwrap();
+    match next(&h) {
+        SourceEvent::Frame(f) => {
+            assert_eq!(name(&f.origin), "new.jpg");
+            assert!(!f.catch_up, "a file that arrives after the start is new");
+        }
+        other => panic!("expected the new picture, got {other:?}"),
+    }
     h.stop();
 }
 

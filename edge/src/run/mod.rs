@@ -15,6 +15,11 @@
 //!   a finite source, shutdown or a fault, and its summary is committed, then sent as a `SLIDE`
 //!   event (`verdict=incomplete` after a fault).
 //!
+//! When a finite source ends (stdin, files), the session closes; the run ends with it, or, with
+//! `exit_on_end = false` (`--keep-running`), stays up serving the serial line, the button and
+//! the panel until SIGINT/SIGTERM. A watched folder's pictures from before the start that the
+//! database already has (same path and sha256) are skipped (`already_recorded`).
+//!
 //! SIGINT/SIGTERM ([`shutdown_flag`], `signals.rs`) finish the current frame, close the
 //! session, flush and exit 0. A full disk, a database or an inference error stops classifying
 //! (`faults.rs`: frames are then dropped, never half-recorded), closes the open session with no
@@ -49,7 +54,7 @@ pub use signals::shutdown_flag;
 use crate::config::RunConfig;
 use crate::fields::FieldMode;
 use crate::flagged::FlaggedImages;
-use crate::source::{self, SourceEvent, SourceHandle, SourceSpec};
+use crate::source::{self, FramePolicy, SourceEvent, SourceHandle, SourceSpec};
 use crate::store::{StopReason, Store, StoreError};
 use model::LoadedModel;
 use session::OpenSession;
@@ -93,6 +98,12 @@ pub struct RunSummary {
     pub sessions: u32,
     /// A fault that stopped classifying (disk full, database error), if any.
     pub fault: Option<String>,
+    /// Frames the source dropped because a newer one arrived before the classifier took them
+    /// (policy `latest`: cameras, live pipes); 0 with policy `all`.
+    pub dropped: u64,
+    /// Pictures a watched folder held at start that the database already had (same origin and
+    /// sha256): skipped, not counted in `frames`.
+    pub already_recorded: u64,
 }
 
 /// The device program's state.
@@ -112,11 +123,14 @@ pub struct Device {
     field_mode: FieldMode,
     /// A session was stopped with `STOP` or the button: `auto_start` no longer opens one.
     stopped_by_hand: bool,
+    /// Catch-up pictures skipped as already recorded since that was last logged.
+    catch_up_unlogged: u64,
 }
 
 impl Device {
-    /// Runs until the source ends (finite sources, with `exit_on_end`), `shutdown` is set
-    /// (SIGINT/SIGTERM), or the source is gone for good.
+    /// Runs until the source ends (finite sources, with `exit_on_end`; without it the run stays
+    /// up after the source's end), or `shutdown` is set (SIGINT/SIGTERM). The source opens with
+    /// the configured policy (`[source] policy`), else its default ([`FramePolicy::default_for`]).
     pub fn run(mut self, shutdown: &AtomicBool) -> Result<RunSummary, RunError> {
         let spec: SourceSpec = self
             .config
@@ -125,7 +139,12 @@ impl Device {
             .parse()
             .map_err(|e| RunError::Source(format!("{e}")))?;
         let options = self.config.source.options.clone();
-        let source = match source::open(&spec, &options) {
+        let policy = self
+            .config
+            .source
+            .policy
+            .unwrap_or_else(|| FramePolicy::default_for(&spec));
+        let source = match source::open_with_policy(&spec, &options, policy) {
             Ok(s) => {
                 let detail = format!("{} open", self.config.source.spec);
                 selftest::report(&mut self.outputs, "camera", &Ok(detail));
@@ -149,6 +168,7 @@ impl Device {
         if let Ok(spec) = self.config.source.spec.parse::<SourceSpec>() {
             self.field_mode = FieldMode::of_source(&spec);
         }
+        let mut ended = false;
         let end_reason = loop {
             if shutdown.load(Ordering::SeqCst) {
                 info!("shutdown requested");
@@ -160,6 +180,12 @@ impl Device {
             if let Some(event) = self.outputs.poll_button() {
                 self.on_button(event);
             }
+            if ended {
+                // Kept running after the source's end: serve commands, the button and signals.
+                std::thread::sleep(Duration::from_millis(50));
+                self.outputs.refresh();
+                continue;
+            }
             match source.recv_timeout(Duration::from_millis(50)) {
                 Ok(SourceEvent::Frame(frame)) => self.on_frame(&frame),
                 Ok(SourceEvent::Skipped { origin, reason }) => self.skipped(&origin, &reason),
@@ -167,22 +193,46 @@ impl Device {
                     self.set_fault(Fault::CameraLost, reason);
                 }
                 Ok(SourceEvent::Restored) => self.camera_restored(),
-                Ok(SourceEvent::End) => {
+                Ok(SourceEvent::End) | Err(RecvTimeoutError::Disconnected) => {
+                    self.log_catch_up();
                     if self.config.source.exit_on_end {
                         info!("source ended");
                         break StopReason::SourceEnd;
                     }
+                    info!(
+                        "source ended; still running (exit_on_end = false, --keep-running) \
+                         until SIGTERM or SIGINT"
+                    );
+                    self.close_session(StopReason::SourceEnd);
+                    ended = true;
                 }
-                Err(RecvTimeoutError::Timeout) => self.check_idle(),
-                Err(RecvTimeoutError::Disconnected) => break StopReason::SourceEnd,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.log_catch_up();
+                    self.check_idle();
+                }
             }
             self.outputs.refresh();
         };
         self.close_session(end_reason);
+        self.log_catch_up();
+        self.summary.dropped = source.dropped_frames();
         source.stop();
         self.outputs.status.phase = self.phase();
         self.outputs.refresh();
         self.summary.fault = self.fault.as_ref().map(|(_, m)| m.clone());
         Ok(self.summary)
+    }
+}
+
+impl Device {
+    /// Logs how many catch-up pictures were skipped as already recorded, once a batch is over.
+    fn log_catch_up(&mut self) {
+        if self.catch_up_unlogged > 0 {
+            info!(
+                "watch catch-up: {} picture(s) already in the database skipped ({} in this run)",
+                self.catch_up_unlogged, self.summary.already_recorded
+            );
+            self.catch_up_unlogged = 0;
+        }
     }
 }

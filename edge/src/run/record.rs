@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use hardware::{Event, Fault, LastFrame, Phase};
-use tracing::warn;
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
 
 use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
 use crate::source::{Frame, FrameData};
@@ -18,6 +19,9 @@ impl Device {
     /// Classifies, records and announces one frame (or each of its tiles), opening a session
     /// first when `auto_start` allows.
     pub(super) fn on_frame(&mut self, frame: &Frame) {
+        if frame.catch_up && self.already_recorded(frame) {
+            return;
+        }
         self.summary.frames += 1;
         self.check_disk();
         if self.classifying_stopped() {
@@ -73,6 +77,32 @@ impl Device {
         self.summary.recorded += records.len() as u64;
         for part in &processed {
             self.announce(seq, part, time);
+        }
+    }
+
+    /// A watched folder's picture from before the start (catch-up) that the database already
+    /// has, by origin and sha256: counted and skipped. A lookup that fails classifies it again
+    /// (a duplicate row is better than a picture never classified).
+    fn already_recorded(&mut self, frame: &Frame) -> bool {
+        let FrameData::Encoded(bytes) = &frame.data else {
+            return false;
+        };
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        match self.store.has_frame(&frame.origin, &sha256) {
+            Ok(true) => {
+                debug!("{}: already recorded, skipped (catch-up)", frame.origin);
+                self.summary.already_recorded += 1;
+                self.catch_up_unlogged += 1;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                warn!(
+                    "{}: cannot look it up ({e}); classified again",
+                    frame.origin
+                );
+                false
+            }
         }
     }
 

@@ -45,10 +45,13 @@ impl Device {
                         undecodable: 0,
                         sessions: 0,
                         fault: None,
+                        dropped: 0,
+                        already_recorded: 0,
                     },
                     last_disk_check: None,
                     field_mode: crate::fields::FieldMode::Motion,
                     stopped_by_hand: false,
+                    catch_up_unlogged: 0,
                 })
             }
             Err(e) => {

@@ -38,6 +38,7 @@ pub(crate) fn read_frame(path: &Path, seq: u64, max_bytes: usize) -> SourceEvent
             origin: path.display().to_string(),
             received: SystemTime::now(),
             data: FrameData::Encoded(bytes),
+            catch_up: false,
         }),
         Err(reason) => SourceEvent::Skipped {
             origin: path.display().to_string(),

@@ -14,8 +14,8 @@ use super::SourceEvent;
 pub(crate) enum Policy {
     /// Wait while this many frames are waiting (files, folders, pipes: nothing is lost).
     Backpressure(usize),
-    /// Keep one frame: a new frame replaces the waiting one (cameras: always the newest).
-    #[cfg_attr(not(feature = "v4l2"), allow(dead_code))]
+    /// Keep one frame: a new frame replaces the waiting one (cameras, live pipes: always the
+    /// newest).
     Latest,
 }
 
@@ -218,6 +218,7 @@ mod tests {
             origin: String::new(),
             received: std::time::SystemTime::now(),
             data: super::super::FrameData::Encoded(vec![]),
+            catch_up: false,
         })
     }
 

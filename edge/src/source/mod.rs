@@ -17,9 +17,15 @@
 //!   the camera delivers it and puts it in a one-place mailbox that *replaces* a frame the run
 //!   loop has not taken yet ([`SourceHandle::dropped_frames`] counts those). A slow model
 //!   therefore always sees the current field of view, never a queue of stale frames.
-//! - **`stdin`, `watch:` and files never drop a frame.** Their thread waits (backpressure) while
-//!   two frames are waiting; a pipe writer is then blocked by the kernel, so a fixed MJPEG stream
-//!   piped in gets every frame classified.
+//! - **`stdin`, `watch:` and files never drop a frame** by default ([`FramePolicy::All`]). Their
+//!   thread waits (backpressure) while two frames are waiting; a pipe writer is then blocked by
+//!   the kernel, so a fixed MJPEG stream piped in gets every frame classified.
+//! - **`stdin` from a live camera** (`rpicam-vid`, GStreamer) should run with
+//!   [`FramePolicy::Latest`] (`[source] policy = "latest"`, `edge run --policy latest`): the
+//!   stream is read as fast as it comes and a frame the run loop has not taken yet is replaced by
+//!   the next (counted in [`SourceHandle::dropped_frames`]), so results never trail the field of
+//!   view by more than one frame. `latest` on files or a watched folder is a configuration error
+//!   (they are finite lists of pictures, each one to be classified), and so is `all` on a camera.
 //! - Events that are not frames (`Skipped`, `Lost`, `Restored`, `End`) are never dropped.
 //!
 //! # Pictures that are not whole
@@ -56,11 +62,15 @@ pub use std::sync::mpsc::RecvTimeoutError;
 pub mod files;
 mod mailbox;
 pub mod mjpeg;
+mod policy;
 pub mod tiles;
 pub mod v4l2;
 pub mod watch;
 
 use mailbox::{Mailbox, Policy};
+pub use policy::FramePolicy;
+pub use v4l2::controls::{ControlValue, ExposureSetting};
+pub use v4l2::probe::{CameraProbe, ControlInfo, probe};
 
 /// Which source to read (parsed from `--source`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,14 +181,39 @@ pub struct SourceOptions {
     /// `watch:`: how often the folder is scanned, in milliseconds. A file is read once its size
     /// and modification time have not changed for one interval.
     pub poll_interval_ms: u64,
-    /// `watch:`: also read the image files already in the folder at start (default: only new
-    /// ones, so a restarted service does not classify the same files again).
+    /// `watch:`: also read every image file already in the folder at start, even those the
+    /// database already has (they are classified again). Default: off; see `catch_up`.
     pub watch_existing: bool,
+    /// `watch:`: read the image files already in the folder at start, and let the run skip
+    /// those the database already has (same path and sha256): pictures that arrived while the
+    /// service was down are classified at the next start, none twice (default: on). Off (with
+    /// `watch_existing` off): only files that appear after the start are read.
+    pub catch_up: bool,
     /// Camera: frames dropped after (re)opening while exposure settles.
     pub warmup_frames: u32,
     /// Camera: longest wait between attempts to reopen a lost camera, in milliseconds (the wait
     /// starts at 500 ms and doubles).
     pub retry_max_ms: u64,
+    /// Camera: automatic exposure (`true`/`false`, or a V4L2 mode: `"auto"`, `"manual"`,
+    /// `"shutter_priority"`, `"aperture_priority"`). Unset: the camera's own setting.
+    pub exposure_auto: Option<ExposureSetting>,
+    /// Camera: exposure time in units of 100 µs (V4L2 `exposure_absolute`, `exposure_time_absolute`);
+    /// needs a manual exposure mode.
+    pub exposure_absolute: Option<i64>,
+    /// Camera: automatic white balance. Lock it (`false`) with a `white_balance_temperature`:
+    /// the model's known weakness is colour cast.
+    pub white_balance_auto: Option<bool>,
+    /// Camera: white balance temperature in kelvin; needs `white_balance_auto = false`.
+    pub white_balance_temperature: Option<i64>,
+    /// Camera: analogue gain (the camera's own units).
+    pub gain: Option<i64>,
+    /// Camera: continuous autofocus.
+    pub focus_auto: Option<bool>,
+    /// Camera: focus position (the camera's own units); needs `focus_auto = false`.
+    pub focus_absolute: Option<i64>,
+    /// Camera: any other V4L2 control by its `v4l2-ctl` name (`brightness = 128`,
+    /// `power_line_frequency = "50 Hz"`, `backlight_compensation = false`).
+    pub controls: std::collections::BTreeMap<String, ControlValue>,
 }
 
 impl Default for SourceOptions {
@@ -191,8 +226,17 @@ impl Default for SourceOptions {
             max_frame_bytes: 32 * 1024 * 1024,
             poll_interval_ms: 250,
             watch_existing: false,
+            catch_up: true,
             warmup_frames: 3,
             retry_max_ms: 10_000,
+            exposure_auto: None,
+            exposure_absolute: None,
+            white_balance_auto: None,
+            white_balance_temperature: None,
+            gain: None,
+            focus_auto: None,
+            focus_absolute: None,
+            controls: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -209,6 +253,9 @@ pub struct Frame {
     pub received: SystemTime,
     /// The picture.
     pub data: FrameData,
+    /// A picture a watched folder already held at start (`catch_up`): the run skips it when the
+    /// database already has its origin and sha256.
+    pub catch_up: bool,
 }
 
 /// A frame's pixels.
@@ -328,9 +375,24 @@ impl Drop for SourceHandle {
 /// missing camera, no permission, not a capture device, a folder that does not exist). Files
 /// that cannot be read are not errors here: they come as `Skipped` events.
 pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<SourceHandle, SourceError> {
+    open_with_policy(spec, opts, FramePolicy::default_for(spec))
+}
+
+/// [`open`] with a frame policy (`[source] policy`, `edge run --policy`). A policy the source
+/// cannot follow ([`FramePolicy::check`]: `latest` on files or a folder, `all` on a camera) is a
+/// [`SourceError::Spec`].
+pub fn open_with_policy(
+    spec: &SourceSpec,
+    opts: &SourceOptions,
+    policy: FramePolicy,
+) -> Result<SourceHandle, SourceError> {
+    policy.check(spec).map_err(|reason| SourceError::Spec {
+        spec: spec.to_string(),
+        reason,
+    })?;
     match spec {
         SourceSpec::V4l2 { device } => v4l2::open(device, opts),
-        SourceSpec::Stdin => open_reader(std::io::stdin(), "stdin", opts),
+        SourceSpec::Stdin => read_stream(std::io::stdin(), "stdin", opts, policy),
         SourceSpec::Watch { dir } => watch::open(dir, opts),
         SourceSpec::Files(paths) => files::open(paths, opts),
     }
@@ -345,44 +407,65 @@ pub fn open_reader<R: Read + Send + 'static>(
     name: &str,
     opts: &SourceOptions,
 ) -> Result<SourceHandle, SourceError> {
+    read_stream(reader, name, opts, FramePolicy::All)
+}
+
+/// [`open_reader`] with a frame policy: `All` waits while two frames are waiting (the writer is
+/// held back), `Latest` reads on and keeps only the newest waiting frame.
+pub fn open_reader_with_policy<R: Read + Send + 'static>(
+    reader: R,
+    name: &str,
+    opts: &SourceOptions,
+    policy: FramePolicy,
+) -> Result<SourceHandle, SourceError> {
+    read_stream(reader, name, opts, policy)
+}
+
+fn read_stream<R: Read + Send + 'static>(
+    reader: R,
+    name: &str,
+    opts: &SourceOptions,
+    policy: FramePolicy,
+) -> Result<SourceHandle, SourceError> {
     let name = name.to_string();
     let max = opts.max_frame_bytes;
-    let mut handle = spawn(
-        &format!("source {name}"),
-        Policy::Backpressure(2),
-        move |mb| {
-            let mut seq = 0;
-            for split in mjpeg::MjpegReader::new(reader, max) {
-                let event = match split {
-                    Ok(mjpeg::Split::Frame(bytes)) => {
-                        seq += 1;
-                        SourceEvent::Frame(Frame {
-                            seq,
-                            origin: format!("{name}#{seq}"),
-                            received: SystemTime::now(),
-                            data: FrameData::Encoded(bytes),
-                        })
-                    }
-                    Ok(mjpeg::Split::Skipped {
-                        offset,
-                        len: _,
-                        reason,
-                    }) => SourceEvent::Skipped {
-                        origin: name.clone(),
-                        reason: format!("{reason} (at byte {offset})"),
-                    },
-                    Err(e) => SourceEvent::Skipped {
-                        origin: name.clone(),
-                        reason: format!("read error, the stream ends here: {e}"),
-                    },
-                };
-                if !mb.send(event) {
-                    return;
+    let mailbox_policy = match policy {
+        FramePolicy::All => Policy::Backpressure(2),
+        FramePolicy::Latest => Policy::Latest,
+    };
+    let mut handle = spawn(&format!("source {name}"), mailbox_policy, move |mb| {
+        let mut seq = 0;
+        for split in mjpeg::MjpegReader::new(reader, max) {
+            let event = match split {
+                Ok(mjpeg::Split::Frame(bytes)) => {
+                    seq += 1;
+                    SourceEvent::Frame(Frame {
+                        seq,
+                        origin: format!("{name}#{seq}"),
+                        received: SystemTime::now(),
+                        data: FrameData::Encoded(bytes),
+                        catch_up: false,
+                    })
                 }
+                Ok(mjpeg::Split::Skipped {
+                    offset,
+                    len: _,
+                    reason,
+                }) => SourceEvent::Skipped {
+                    origin: name.clone(),
+                    reason: format!("{reason} (at byte {offset})"),
+                },
+                Err(e) => SourceEvent::Skipped {
+                    origin: name.clone(),
+                    reason: format!("read error, the stream ends here: {e}"),
+                },
+            };
+            if !mb.send(event) {
+                return;
             }
-            mb.send(SourceEvent::End);
-        },
-    )?;
+        }
+        mb.send(SourceEvent::End);
+    })?;
     handle.uninterruptible = true;
     Ok(handle)
 }

@@ -28,9 +28,13 @@
 //!   another reason (corrupt structure, dimensions beyond the decode limits), is `Skipped` with
 //!   the reason, like in the files source.
 //! - A file that is rewritten later (new size or time) is read again as a new frame.
-//! - **Files already in the folder at start are not read** (`watch_existing = false`, the
-//!   default): a restarted service must not classify the same pictures twice. Set
-//!   `watch_existing` to read them once as well.
+//! - **Files already in the folder at start are caught up** (`catch_up = true`, the default):
+//!   they are read like new files, marked [`Frame::catch_up`](super::Frame::catch_up), and the run
+//!   skips those the database already has (same path and sha256), so pictures that arrived while
+//!   the service was down are classified at the next start and none twice; a picture replaced
+//!   under the same name (other bytes) is classified again. A file that changes after the start
+//!   is a new picture, not a catch-up. `watch_existing = true` reads them all, recorded or not
+//!   (no catch-up mark); both off: files already there are never read.
 //! - If the folder disappears (unmounted share), the source sends `Lost`, keeps scanning and sends
 //!   `Restored` when it is back; files it had already read are not read again.
 
@@ -59,8 +63,11 @@ pub fn open(dir: &Path, opts: &SourceOptions) -> Result<SourceHandle, SourceErro
     }
     let mut watcher = Watcher::new(dir.to_path_buf(), opts.max_frame_bytes);
     let first = watcher.list().map_err(|e| folder_error(e.to_string()))?;
-    if !opts.watch_existing {
-        watcher.mark_read(first);
+    match (opts.watch_existing, opts.catch_up) {
+        // Read like new files, unmarked.
+        (true, _) => {}
+        (false, true) => watcher.existing = first.into_iter().collect(),
+        (false, false) => watcher.mark_read(first),
     }
     let interval = Duration::from_millis(opts.poll_interval_ms.max(10));
     super::spawn(
@@ -94,6 +101,9 @@ struct Watcher {
     files: HashMap<PathBuf, Tracked>,
     seq: u64,
     lost: bool,
+    /// Files there at start, with their stamps then (catch-up): read as `catch_up` frames unless
+    /// they change first.
+    existing: HashMap<PathBuf, Stamp>,
 }
 
 impl Watcher {
@@ -104,6 +114,7 @@ impl Watcher {
             files: HashMap::new(),
             seq: 0,
             lost: false,
+            existing: HashMap::new(),
         }
     }
 
@@ -222,9 +233,11 @@ impl Watcher {
                 continue;
             }
             self.seq += 1;
-            let event = super::files::read_frame(&path, self.seq, self.max_bytes);
-            if matches!(event, SourceEvent::Skipped { .. }) {
-                self.seq -= 1;
+            let mut event = super::files::read_frame(&path, self.seq, self.max_bytes);
+            let there_at_start = self.existing.remove(&path);
+            match &mut event {
+                SourceEvent::Frame(f) => f.catch_up = there_at_start == Some(stamp),
+                _ => self.seq -= 1,
             }
             events.push(event);
         }

@@ -45,6 +45,10 @@ impl Store {
         };
         store.configure_writer()?;
         store.migrate()?;
+        store
+            .conn
+            .execute_batch(schema::INDEXES)
+            .map_err(|e| store.err("create the indexes", e))?;
         store.recover()?;
         Ok(store)
     }

@@ -53,6 +53,19 @@ impl Store {
         raws.into_iter().map(|r| r.parse(&self.path)).collect()
     }
 
+    /// Whether a frame from `origin` with this `sha256` is recorded, in any session (a watched
+    /// folder's catch-up at start skips such pictures).
+    pub fn has_frame(&self, origin: &str, sha256: &str) -> Result<bool, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM frames WHERE origin = ?1 AND sha256 = ?2)",
+            )
+            .map_err(|e| self.err("look up a frame", e))?;
+        st.query_row([origin, sha256], |r| r.get(0))
+            .map_err(|e| self.err("look up a frame", e))
+    }
+
     /// The `n` most recently recorded frames (any session), oldest first (serial `LAST n`).
     pub fn last_frames(&self, n: usize) -> Result<Vec<FrameRow>, StoreError> {
         let mut st = self

@@ -4,6 +4,11 @@
 //! version `i` to `i + 1`; each runs in its own transaction together with the version bump, so a
 //! crash during a migration leaves the previous version intact. A later release appends a
 //! migration here and never edits an earlier one.
+//!
+//! [`INDEXES`] are the exception: indexes that change no table and no query's result, only its
+//! speed. The writer creates them `IF NOT EXISTS` at every open, without a version of their own,
+//! so a database keeps the schema version older programs read (and a reader never depends on
+//! them).
 
 /// `application_id` of leukoscope databases ("LKSC"), so a foreign SQLite file is recognised.
 pub const APPLICATION_ID: i32 = 0x4C4B_5343;
@@ -79,6 +84,12 @@ ALTER TABLE sessions ADD COLUMN fields INTEGER;         -- good fields (with a f
 ALTER TABLE sessions ADD COLUMN blast_fields INTEGER;   -- confident blast fields
 ALTER TABLE sessions ADD COLUMN uncertain_fields INTEGER; -- good fields whose decision is uncertain
 ALTER TABLE sessions ADD COLUMN fault TEXT;             -- stop_reason 'fault': what stopped the scan
+"#;
+
+/// Indexes created `IF NOT EXISTS` by the writer at every open (see the module documentation):
+/// `frames_by_origin` answers `Store::has_frame` (a watched folder's catch-up at start).
+pub const INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS frames_by_origin ON frames (origin, sha256);
 "#;
 
 /// The migrations, in order.

@@ -137,6 +137,34 @@ fn frames_round_trip_exactly() {
 }
 
 #[test]
+fn has_frame_matches_origin_and_sha256_and_uses_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let mut store = Store::open(&path).unwrap();
+    let s = store.begin_session(&new_session("S-1")).unwrap();
+    let mut f = frame(s, 1, StoredDecision::Retake, None);
+    f.origin = "/srv/in/a.jpg".into();
+    store.record_frame(&f).unwrap();
+    assert!(store.has_frame("/srv/in/a.jpg", &f.sha256).unwrap());
+    assert!(!store.has_frame("/srv/in/a.jpg", &"0".repeat(64)).unwrap());
+    assert!(!store.has_frame("/srv/in/b.jpg", &f.sha256).unwrap());
+    let plan: String = store
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM frames WHERE origin = 'x' AND sha256 = 'y'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("frames_by_origin"), "{plan}");
+    drop(store);
+    // Reopening creates nothing twice and keeps the schema version.
+    let store = Store::open(&path).unwrap();
+    assert!(store.has_frame("/srv/in/a.jpg", &f.sha256).unwrap());
+    assert_eq!(Store::schema_version(&path).unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
 fn times_are_stored_with_milliseconds_in_utc() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("a.db")).unwrap();

@@ -341,8 +341,8 @@ impl SourceHandle {
         self.mailbox.recv_timeout(t).map(mailbox::Item::into_event)
     }
 
-    /// Camera frames replaced by a newer one before they were taken (always 0 for other
-    /// sources).
+    /// Frames replaced by a newer one before they were taken (policy `latest`: cameras, live
+    /// streams; always 0 with policy `all`).
     pub fn dropped_frames(&self) -> u64 {
         self.mailbox.dropped()
     }

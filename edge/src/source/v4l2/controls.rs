@@ -252,7 +252,7 @@ pub fn wanted(opts: &SourceOptions) -> Vec<WantedControl> {
     let mut out = Vec::new();
     let named = |key: &str| -> Target {
         let (_, id, aliases) = NAMED.iter().find(|(k, ..)| *k == key).expect("a named key");
-        Target::Id(*id, *aliases)
+        Target::Id(*id, aliases)
     };
     let mut push = |key: &str, value: Wanted| {
         out.push(WantedControl {

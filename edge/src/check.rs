@@ -151,12 +151,7 @@ pub fn check_deployment(
     });
     checks.push(source_check(&config, options));
     checks.push(match &config.serial {
-        Some(serial) => row(
-            "serial",
-            hardware::SerialLine::open(serial)
-                .map(|_| format!("{} opens at {} baud", serial.path, serial.baud))
-                .map_err(|e| format!("{}: {e}", serial.path)),
-        ),
+        Some(serial) => row("serial", serial_check(serial)),
         None => skip("serial", "not configured"),
     });
     checks.push(panel_check(&config));
@@ -458,10 +453,19 @@ fn panel_check(config: &RunConfig) -> CheckResult {
     }
 }
 
-/// The button's GPIO line can be requested.
+/// The serial port opens, through the opener `edge run`'s serial link uses.
+fn serial_check(serial: &hardware::SerialConfig) -> Result<String, String> {
+    use hardware::Opener;
+    hardware::PortOpener::new(serial.clone())
+        .open()
+        .map(|_| format!("{} opens at {} baud", serial.path, serial.baud))
+        .map_err(|e| format!("{} at {} baud: {e}", serial.path, serial.baud))
+}
+
+/// The button's GPIO line can be requested with edge events (what `edge run` reads).
 #[cfg(feature = "linux")]
 fn button_check(line: &hardware::ButtonLineConfig) -> Result<String, String> {
-    hardware::linux::open_button(line)
+    hardware::linux::GpioEdges::open(&line.chip, line.line)
         .map(|_| format!("{} line {} requested", line.chip, line.line))
         .map_err(|e| e.to_string())
 }

@@ -171,12 +171,14 @@ struct RunArgs {
     /// Keep the JPEGs of flagged frames (blast, uncertain) in this folder.
     #[arg(long)]
     flagged_dir: Option<PathBuf>,
-    /// Technician's serial line, e.g. /dev/ttyUSB0.
+    /// Technician's serial line, e.g. /dev/ttyUSB0: replaces the path of the config's [serial]
+    /// (its baud rate, timeout and format are kept), or uses the defaults when there is none.
     #[arg(long)]
     serial: Option<String>,
-    /// Serial baud rate.
-    #[arg(long, default_value_t = 115_200)]
-    baud: u32,
+    /// Serial baud rate (default: the config's, else 115200); needs a serial port (`--serial`
+    /// or the config's [serial]).
+    #[arg(long)]
+    baud: Option<u32>,
     /// Format of the serial line and the stdout event lines.
     #[arg(long, value_parser = ["text", "json"])]
     serial_format: Option<String>,
@@ -775,6 +777,31 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
     Ok(if failed > 0 { 2 } else { 0 })
 }
 
+/// `--serial PATH` and `--baud N` over the config's `[serial]`: the path replaces only the
+/// path (baud rate, timeout, format and backoff stay as configured); the baud rate overrides
+/// only when given, and needs a port.
+fn apply_serial_args(
+    serial: &mut Option<hardware::SerialConfig>,
+    path: Option<&str>,
+    baud: Option<u32>,
+) -> Result<()> {
+    if let Some(path) = path {
+        match serial {
+            Some(s) => s.path = path.to_string(),
+            None => *serial = Some(hardware::SerialConfig::new(path)),
+        }
+    }
+    if let Some(baud) = baud {
+        match serial {
+            Some(s) => s.baud = baud,
+            None => bail!(
+                "--baud {baud} needs a serial port: give --serial PATH or a [serial] section in the config"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// The config file (or defaults) with the command line's overrides applied.
 fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     let mut c = match &a.config {
@@ -799,15 +826,7 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     if let Some(dir) = &a.flagged_dir {
         c.store.flagged_dir = Some(dir.clone());
     }
-    if let Some(path) = &a.serial {
-        let format = c.serial.as_ref().map(|s| s.format).unwrap_or_default();
-        c.serial = Some(hardware::SerialConfig {
-            path: path.clone(),
-            baud: a.baud,
-            format,
-            timeout_ms: 20,
-        });
-    }
+    apply_serial_args(&mut c.serial, a.serial.as_deref(), a.baud)?;
     if let Some(f) = &a.serial_format {
         let format = if f == "json" {
             hardware::LineFormat::Json
@@ -883,5 +902,68 @@ fn run_device(a: RunArgs) -> Result<i32> {
             Ok(1)
         }
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_flags_keep_the_configured_port_settings() {
+        let configured = hardware::SerialConfig {
+            path: "/dev/ttyGS0".into(),
+            baud: 9_600,
+            format: hardware::LineFormat::Json,
+            timeout_ms: 75,
+            retry_max_ms: 5_000,
+        };
+        // --serial only replaces the path.
+        let mut serial = Some(configured.clone());
+        apply_serial_args(&mut serial, Some("/dev/ttyUSB1"), None).unwrap();
+        assert_eq!(
+            serial,
+            Some(hardware::SerialConfig {
+                path: "/dev/ttyUSB1".into(),
+                ..configured.clone()
+            })
+        );
+        // --baud only replaces the baud rate.
+        let mut serial = Some(configured.clone());
+        apply_serial_args(&mut serial, None, Some(57_600)).unwrap();
+        assert_eq!(
+            serial,
+            Some(hardware::SerialConfig {
+                baud: 57_600,
+                ..configured.clone()
+            })
+        );
+        // Neither: the config as it is.
+        let mut serial = Some(configured.clone());
+        apply_serial_args(&mut serial, None, None).unwrap();
+        assert_eq!(serial, Some(configured));
+        // No [serial]: --serial alone gets the defaults, with --baud that baud rate.
+        let mut serial = None;
+        apply_serial_args(&mut serial, Some("/dev/ttyUSB0"), Some(38_400)).unwrap();
+        let serial = serial.unwrap();
+        assert_eq!(
+            (serial.path.as_str(), serial.baud),
+            ("/dev/ttyUSB0", 38_400)
+        );
+        assert_eq!(serial.timeout_ms, 20);
+        let mut none = None;
+        apply_serial_args(&mut none, None, None).unwrap();
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn baud_without_a_serial_port_is_an_error() {
+        let mut serial = None;
+        let err = apply_serial_args(&mut serial, None, Some(9_600)).unwrap_err();
+        assert!(
+            err.to_string().contains("--baud 9600 needs a serial port"),
+            "{err}"
+        );
+        assert_eq!(serial, None);
     }
 }

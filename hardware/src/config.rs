@@ -30,6 +30,7 @@
 //! path = "/dev/ttyGS0"
 //! baud = 115200
 //! format = "text"             # text | json
+//! retry_max_ms = 30000        # reopen after an error: 0.5 s doubling up to this
 //! ```
 
 use serde::Deserialize;
@@ -243,6 +244,7 @@ mod tests {
         assert_eq!(button.button(), ButtonConfig::default());
         let serial = config.serial.unwrap();
         assert_eq!((serial.baud, serial.format), (115_200, LineFormat::Text));
+        assert_eq!(serial.retry_max_ms, 30_000);
     }
 
     #[test]

@@ -3,16 +3,19 @@
 //!
 //! The drivers are generic over the embedded-hal 1.0 traits and hold no board code, so they
 //! are tested with `embedded-hal-mock` and run on any board. Nothing here sleeps or blocks for
-//! long: the device loop calls [`Panel::show`], [`Button::poll`] and [`SerialLine::poll`]
-//! with a monotonic time in milliseconds.
+//! long: the device loop calls [`Panel::show`], [`SerialLink::poll`] and
+//! [`ButtonEvents::try_recv`] with a monotonic time in milliseconds where one is needed. The
+//! button is read on its own thread from timestamped edges, so no press is missed while the
+//! loop is busy.
 //!
 //! * [`lights`]: green / amber / red (/ blue) LEDs with blinking fault patterns.
 //! * [`display`]: the two 16-character status lines, HD44780 (PCF8574 backpack) and SSD1306
 //!   backends.
-//! * [`button`]: debounced short and long presses.
+//! * [`button`]: debounced short and long presses from timestamped edges, on a thread.
 //! * [`panel`]: LEDs and display together; a console panel and a none panel.
 //! * [`open`]: the panel a [`PanelConfig`] asks for ([`open_panel`]).
-//! * [`serial`]: the line protocol (`RESULT`, `SLIDE`, … out; `PING`, `START`, … in).
+//! * [`serial`]: the line protocol (`RESULT`, `SLIDE`, … out; `PING`, `START`, … in) and the
+//!   link that reopens the port with backoff.
 //! * [`config`]: the TOML sections; `linux` (feature `linux`): building it all on a board
 //!   with linux-embedded-hal (needs `CONFIG_GPIO_CDEV_V1`).
 //!
@@ -47,7 +50,9 @@ pub mod panel;
 pub mod serial;
 pub mod status;
 
-pub use button::{Button, ButtonConfig, ButtonError, ButtonEvent};
+pub use button::{
+    ButtonConfig, ButtonError, ButtonEvent, ButtonEvents, Debouncer, Edge, EdgeSource, StampedEvent,
+};
 pub use config::{
     ButtonLineConfig, DisplayConfig, DisplayKind, HardwareConfig, LedsConfig, OpenError,
     PanelConfig, PanelKind,
@@ -58,5 +63,8 @@ pub use display::{
 pub use lights::{Led, LedMode, LightState, LightsError, NoLed, StatusLights};
 pub use open::open_panel;
 pub use panel::{ConsolePanel, HardwarePanel, NonePanel, Panel, PanelError};
-pub use serial::{Command, CommandError, Event, LineFormat, SerialConfig, SerialError, SerialLine};
+pub use serial::{
+    Command, CommandError, Event, LineFormat, Opener, PortOpener, SerialConfig, SerialError,
+    SerialLine, SerialLink,
+};
 pub use status::{DeviceStatus, Fault, LastFrame, Phase, RetakeReason, Verdict};

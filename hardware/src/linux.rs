@@ -7,12 +7,25 @@
 //! resistors: give the button an external pull-up, or set one in the device tree /
 //! `config.txt` (`gpio=24=ip,pu` on a Pi).
 //!
+//! The button is read from the line's edge events (`GPIO_GET_LINEEVENT`, both edges), stamped
+//! by the kernel, on its own thread ([`open_button`]). The v1 uAPI has no kernel debounce
+//! (that came with v2's `debounce_period_us`, which `gpio-cdev` 0.6 does not speak): bounces
+//! arrive as edges and are debounced in software from their timestamps
+//! ([`Debouncer`](crate::button::Debouncer)).
+//!
 //! The display is on `/dev/i2cN` (`i2c-dev` module loaded, the user in the `i2c` group).
 
-use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-use linux_embedded_hal::{CdevPin, Delay, I2cdev};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
-use crate::button::Button;
+use linux_embedded_hal::gpio_cdev::{
+    Chip, EventRequestFlags, EventType, LineEventHandle, LineRequestFlags,
+};
+use linux_embedded_hal::{CdevPin, Delay, I2cdev};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::time::{ClockId, clock_gettime};
+
+use crate::button::{ButtonError, ButtonEvents, Edge, EdgeSource};
 use crate::config::{
     ButtonLineConfig, DisplayConfig, DisplayKind, LedsConfig, OpenError, PanelConfig,
 };
@@ -54,10 +67,89 @@ pub fn open_lights(config: &LedsConfig) -> Result<LinuxLights, OpenError> {
     Ok(StatusLights::from_pins(green, amber, red, blue).active_low(config.active_low))
 }
 
-/// Requests the button line as an input.
-pub fn open_button(config: &ButtonLineConfig) -> Result<Button<CdevPin>, OpenError> {
-    let pin = request(&config.chip, config.line, LineRequestFlags::INPUT, 0)?;
-    Ok(Button::new(pin, config.button()))
+/// A GPIO line's edge events (GPIO character device, v1 uAPI), as an [`EdgeSource`].
+///
+/// The v1 uAPI has no kernel debounce: every bounce is an edge, so give the edges to a
+/// [`Debouncer`](crate::button::Debouncer) (as [`ButtonEvents`] does). The kernel stamps each
+/// edge when it happens, on `CLOCK_MONOTONIC` (kernels before 5.7: `CLOCK_REALTIME`, which is
+/// detected from the first edge and then used for [`EdgeSource::now_ns`] too).
+#[derive(Debug)]
+pub struct GpioEdges {
+    handle: LineEventHandle,
+    clock: ClockId,
+}
+
+impl GpioEdges {
+    /// Requests `line` of `chip` as an input with events on both edges.
+    pub fn open(chip: &str, line: u32) -> Result<Self, OpenError> {
+        let gpio = |source: linux_embedded_hal::gpio_cdev::Error| OpenError::Gpio {
+            chip: chip.to_string(),
+            line,
+            source: Box::new(source),
+        };
+        let handle = Chip::new(chip)
+            .and_then(|mut c| c.get_line(line))
+            .and_then(|l| {
+                l.events(
+                    LineRequestFlags::INPUT,
+                    EventRequestFlags::BOTH_EDGES,
+                    CONSUMER,
+                )
+            })
+            .map_err(gpio)?;
+        Ok(GpioEdges {
+            handle,
+            clock: ClockId::CLOCK_MONOTONIC,
+        })
+    }
+}
+
+fn clock_ns(clock: ClockId) -> u64 {
+    clock_gettime(clock).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
+}
+
+impl EdgeSource for GpioEdges {
+    fn next_edge(&mut self, timeout: Duration) -> Result<Option<Edge>, ButtonError> {
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.handle.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(ButtonError(Box::new(e))),
+        }
+        let event = self
+            .handle
+            .get_event()
+            .map_err(|e| ButtonError(Box::new(e)))?;
+        let timestamp_ns = event.timestamp();
+        // More than a day away from the monotonic clock: a kernel before 5.7 stamps realtime.
+        if self.clock == ClockId::CLOCK_MONOTONIC
+            && timestamp_ns.abs_diff(clock_ns(ClockId::CLOCK_MONOTONIC)) > 86_400 * 1_000_000_000
+        {
+            self.clock = ClockId::CLOCK_REALTIME;
+        }
+        Ok(Some(Edge {
+            timestamp_ns,
+            rising: event.event_type() == EventType::RisingEdge,
+        }))
+    }
+
+    fn now_ns(&mut self) -> u64 {
+        clock_ns(self.clock)
+    }
+}
+
+/// Requests the button line's edge events and starts the thread that debounces them.
+pub fn open_button(config: &ButtonLineConfig) -> Result<ButtonEvents, OpenError> {
+    let edges = GpioEdges::open(&config.chip, config.line)?;
+    ButtonEvents::spawn(edges, config.button()).map_err(|e| OpenError::Gpio {
+        chip: config.chip.clone(),
+        line: config.line,
+        source: e.0,
+    })
 }
 
 /// Opens the I2C bus and initialises the display on it.

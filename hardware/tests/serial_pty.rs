@@ -10,7 +10,15 @@ use hardware::{Command, Event, LineFormat, Phase, SerialLine};
 use serialport::{SerialPort, TTYPort};
 
 /// What a device program does with each command (the parts these tests need).
-fn answer(line: &mut SerialLine<TTYPort>, command: Command, slide: &mut Option<String>) {
+/// The device's record of what it sent (the device program keeps it in its database).
+#[derive(Default)]
+struct Device {
+    slide: Option<String>,
+    sent: Vec<Event>,
+}
+
+fn answer(line: &mut SerialLine<TTYPort>, command: Command, device: &mut Device) {
+    let slide = &mut device.slide;
     match command {
         Command::Ping => line.send(&Event::Pong).unwrap(),
         Command::Help => line.send(&Event::Help).unwrap(),
@@ -22,7 +30,7 @@ fn answer(line: &mut SerialLine<TTYPort>, command: Command, slide: &mut Option<S
             })
             .unwrap();
             for frame in 1..=3 {
-                line.send(&Event::Result {
+                let result = Event::Result {
                     frame,
                     slide: slide.clone(),
                     label: "lymphocyte".into(),
@@ -30,12 +38,14 @@ fn answer(line: &mut SerialLine<TTYPort>, command: Command, slide: &mut Option<S
                     decision: Decision::Normal,
                     time: Timestamp(0),
                     tile: None,
-                })
-                .unwrap();
+                };
+                line.send(&result).unwrap();
+                device.sent.push(result);
             }
         }
         Command::Last(n) => {
-            line.replay_last(n).unwrap();
+            let skip = device.sent.len().saturating_sub(n.into());
+            line.send_last(&device.sent[skip..]).unwrap();
         }
         Command::Status => line
             .send(&Event::Status {
@@ -62,7 +72,7 @@ fn converse(format: LineFormat, input: &[u8], expected_lines: usize) -> Vec<Stri
     device_port.set_timeout(Duration::from_millis(10)).unwrap();
     technician.set_timeout(Duration::from_millis(10)).unwrap();
     let mut device = SerialLine::new(device_port, format);
-    let mut slide = None;
+    let mut state = Device::default();
 
     // Type in small pieces, as a person (or a slow UART) would.
     for piece in input.chunks(7) {
@@ -80,7 +90,7 @@ fn converse(format: LineFormat, input: &[u8], expected_lines: usize) -> Vec<Stri
             String::from_utf8_lossy(&received)
         );
         if let Some(command) = device.poll().unwrap() {
-            answer(&mut device, command, &mut slide);
+            answer(&mut device, command, &mut state);
         }
         match technician.read(&mut buf) {
             Ok(n) => received.extend_from_slice(&buf[..n]),

@@ -2,10 +2,11 @@
 //! button (press: open or close a session; long press: close it, safe to power off), and the
 //! device's phase and status as they answer them. `START` answers `OK` with the slide id only
 //! when the session is open; otherwise `ERR code=refused`. After `STOP` or a press, sessions
-//! open only with `START` or a press for the rest of the run.
+//! open only with `START` or a press for the rest of the run. `LAST n` is answered from the
+//! database, so it also covers results recorded before a restart.
 
 use hardware::{ButtonEvent, Command, CommandError, Event, Phase};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Device;
 use crate::store::StopReason;
@@ -54,7 +55,16 @@ impl Device {
                 });
                 self.close_session(StopReason::Command);
             }
-            Command::Last(n) => self.outputs.replay_last(n),
+            Command::Last(n) => match self.store.last_events(n.into()) {
+                Ok(events) => self.outputs.reply_last(&events),
+                Err(e) => {
+                    warn!("LAST {n}: {e}");
+                    self.outputs.reply(&Event::Err(CommandError::Refused {
+                        command: "LAST",
+                        reason: format!("the database could not be read: {e}"),
+                    }));
+                }
+            },
             Command::Model => self.outputs.reply(&Event::Model {
                 name: self.model.name.clone(),
                 digest: self.model.sha256.clone(),

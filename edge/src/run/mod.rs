@@ -47,7 +47,7 @@ use hardware::Fault;
 use tracing::info;
 
 pub use model::model_files;
-pub use outputs::{ButtonPoll, Outputs, open_outputs};
+pub use outputs::{Outputs, open_outputs};
 pub use pipeline::{FrameError, FramePipeline, Outcome, Processed};
 pub use signals::shutdown_flag;
 

@@ -2,29 +2,25 @@
 //! the event lines on standard output, and the button that comes back in.
 //!
 //! [`open_outputs`] opens them as the config says. Every output gets the same events in the
-//! same order; a failing output is logged and dropped from the run (a pulled USB-serial cable
-//! must not stop screening).
+//! same order. The serial line is reopened with backoff after an error (a pulled USB-serial
+//! cable must not stop screening); another failing output is logged and dropped from the run.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use hardware::{
-    ButtonEvent, Command, ConsolePanel, DeviceStatus, Event, Fault, LineFormat, Panel, PanelKind,
-    Phase, SerialLine,
+    ButtonEvent, ButtonEvents, Command, ConsolePanel, DeviceStatus, Event, Fault, LineFormat,
+    Panel, PanelKind, Phase, PortOpener, SerialLink,
 };
 use tracing::{error, warn};
 
 use super::RunError;
 use crate::config::RunConfig;
 
-/// Reads the button: `now_ms` in, an event out.
-pub type ButtonPoll = Box<dyn FnMut(u64) -> Result<Option<ButtonEvent>, hardware::ButtonError>>;
-
-/// The serial port type the device opens.
-pub type Port = Box<dyn serialport::SerialPort>;
-
 /// Opens the panel, button and serial line of `config`. Events go to `events` too (standard
-/// output for `edge run`), in the serial line's format.
+/// output for `edge run`), in the serial line's format. A serial port that does not open is
+/// logged and tried again with backoff (it may be plugged in later); a panel or button that
+/// does not open is an error.
 pub fn open_outputs(
     config: &RunConfig,
     events: Option<Box<dyn Write>>,
@@ -37,13 +33,20 @@ pub fn open_outputs(
         )),
         _ => hardware::open_panel(&config.panel).map_err(|e| RunError::Hardware(e.to_string()))?,
     };
-    let serial = match &config.serial {
-        Some(serial) => Some(
-            SerialLine::open(serial)
-                .map_err(|e| RunError::Hardware(format!("serial line {}: {e}", serial.path)))?,
-        ),
-        None => None,
-    };
+    let serial = config.serial.as_ref().map(|serial| {
+        let mut link = SerialLink::new(
+            PortOpener::new(serial.clone()),
+            serial.format,
+            serial.retry_max_ms,
+        );
+        if let Err(e) = link.connect(0) {
+            warn!(
+                "serial line {}: {e}; retrying with backoff (up to every {} ms)",
+                serial.path, serial.retry_max_ms
+            );
+        }
+        link
+    });
     let button = match &config.button {
         Some(line) => Some(open_button(line)?),
         None => None,
@@ -62,17 +65,15 @@ pub fn open_outputs(
     ))
 }
 
-/// The configured button's GPIO line.
+/// The configured button's GPIO line, read on its own thread.
 #[cfg(feature = "linux")]
-fn open_button(line: &hardware::ButtonLineConfig) -> Result<ButtonPoll, RunError> {
-    let mut button =
-        hardware::linux::open_button(line).map_err(|e| RunError::Hardware(e.to_string()))?;
-    Ok(Box::new(move |now| button.poll(now)))
+fn open_button(line: &hardware::ButtonLineConfig) -> Result<ButtonEvents, RunError> {
+    hardware::linux::open_button(line).map_err(|e| RunError::Hardware(e.to_string()))
 }
 
 /// A configured button is refused: this build has no GPIO.
 #[cfg(not(feature = "linux"))]
-fn open_button(_line: &hardware::ButtonLineConfig) -> Result<ButtonPoll, RunError> {
+fn open_button(_line: &hardware::ButtonLineConfig) -> Result<ButtonEvents, RunError> {
     Err(RunError::Hardware(
         "a [button] is configured, but this build has no GPIO support (build edge with --features linux)".into(),
     ))
@@ -80,9 +81,9 @@ fn open_button(_line: &hardware::ButtonLineConfig) -> Result<ButtonPoll, RunErro
 
 /// The device's outputs and inputs other than frames.
 pub struct Outputs {
-    serial: Option<SerialLine<Port>>,
+    serial: Option<SerialLink<PortOpener>>,
     panel: Box<dyn Panel>,
-    button: Option<ButtonPoll>,
+    button: Option<ButtonEvents>,
     events: Option<(Box<dyn Write>, LineFormat)>,
     /// What the panel shows; the run loop edits it, [`Outputs::refresh`] draws it.
     pub status: DeviceStatus,
@@ -93,9 +94,9 @@ pub struct Outputs {
 impl Outputs {
     /// Outputs from their parts; `events` are event lines (e.g. standard output).
     pub fn new(
-        serial: Option<SerialLine<Port>>,
+        serial: Option<SerialLink<PortOpener>>,
         panel: Box<dyn Panel>,
-        button: Option<ButtonPoll>,
+        button: Option<ButtonEvents>,
         events: Option<(Box<dyn Write>, LineFormat)>,
     ) -> Self {
         Outputs {
@@ -114,14 +115,10 @@ impl Outputs {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Sends an event to the serial line and the event stream.
+    /// Sends an event to the serial line and the event stream. A closed serial line drops it
+    /// (the link reopens the port with backoff).
     pub fn send(&mut self, event: &Event) {
-        if let Some(line) = &mut self.serial
-            && let Err(e) = line.send(event)
-        {
-            error!("serial line failed, no more events are sent to it: {e}");
-            self.serial = None;
-        }
+        self.reply(event);
         if let Some((out, format)) = &mut self.events {
             let line = event.to_line(*format);
             if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
@@ -132,29 +129,26 @@ impl Outputs {
         }
     }
 
-    /// Answers `LAST n` on the serial line.
-    pub fn replay_last(&mut self, n: u16) {
-        if let Some(line) = &mut self.serial
-            && let Err(e) = line.replay_last(n)
-        {
-            error!("serial line failed: {e}");
-            self.serial = None;
+    /// Answers `LAST n` on the serial line with `events` (from the database).
+    pub fn reply_last(&mut self, events: &[Event]) {
+        let now = self.now_ms();
+        if let Some(line) = &mut self.serial {
+            line.send_last(events, now);
         }
     }
 
     /// Sends an answer to the serial line only (command replies are not results).
     pub fn reply(&mut self, event: &Event) {
-        if let Some(line) = &mut self.serial
-            && let Err(e) = line.send(event)
-        {
-            error!("serial line failed: {e}");
-            self.serial = None;
+        let now = self.now_ms();
+        if let Some(line) = &mut self.serial {
+            line.send(event, now);
         }
     }
 
     /// The next serial command, polling the port at most every 50 ms (a poll waits up to the
-    /// port's timeout).
+    /// port's timeout). A closed port is reopened here when its backoff says so.
     pub fn poll_command(&mut self) -> Option<Command> {
+        let now = self.now_ms();
         let line = self.serial.as_mut()?;
         if self
             .last_serial_poll
@@ -162,26 +156,19 @@ impl Outputs {
         {
             return None;
         }
-        match line.poll() {
-            Ok(Some(command)) => Some(command),
-            Ok(None) => {
-                self.last_serial_poll = Some(Instant::now());
-                None
-            }
-            Err(e) => {
-                error!("serial line failed, commands are no longer read: {e}");
-                self.serial = None;
-                None
-            }
+        let command = line.poll(now);
+        if command.is_none() {
+            self.last_serial_poll = Some(Instant::now());
         }
+        command
     }
 
-    /// The button's next event.
+    /// The button's next event, if one is waiting (never blocks: the button is read on its
+    /// own thread).
     pub fn poll_button(&mut self) -> Option<ButtonEvent> {
-        let now = self.now_ms();
-        let poll = self.button.as_mut()?;
-        match poll(now) {
-            Ok(event) => event,
+        let button = self.button.as_ref()?;
+        match button.try_recv() {
+            Ok(event) => event.map(|e| e.event),
             Err(e) => {
                 error!("button failed, it is no longer read: {e}");
                 self.button = None;

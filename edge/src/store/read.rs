@@ -1,5 +1,10 @@
 //! Reading sessions and frames back, and recounting a session from its frames.
 
+use std::collections::HashMap;
+
+use hardware::serial::Timestamp;
+use hardware::{Event, RetakeReason};
+use leukoscope_screening::{Decision, is_normal};
 use rusqlite::OptionalExtension;
 
 use super::rows::{FRAME_SELECT, RawFrame, RawSession, SESSION_SELECT};
@@ -79,6 +84,65 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err("read frames", e))?;
         raws.into_iter().map(|r| r.parse(&self.path)).collect()
+    }
+
+    /// The serial line's answer to `LAST n`, from the database (so it survives a restart): the
+    /// `n` most recently recorded results (frames, or tiles of tiled frames, any session) as the
+    /// `RESULT`/`RETAKE` events they were sent as, oldest first. A row whose retake reason is
+    /// not one of the protocol's words is left out.
+    pub fn last_events(&self, n: usize) -> Result<Vec<Event>, StoreError> {
+        let frames = self.last_frames(n)?;
+        let mut sessions: HashMap<i64, SessionRow> = HashMap::new();
+        let mut events = Vec::with_capacity(frames.len());
+        for row in frames {
+            let f = row.frame;
+            let time = Timestamp(u64::try_from(f.time.timestamp_millis()).unwrap_or(0));
+            let event = match f.decision {
+                StoredDecision::Retake => {
+                    let reason = [
+                        RetakeReason::Focus,
+                        RetakeReason::Exposure,
+                        RetakeReason::Empty,
+                    ]
+                    .into_iter()
+                    .find(|r| f.retake_reason.as_deref() == Some(r.as_str()));
+                    let Some(reason) = reason else { continue };
+                    Event::Retake {
+                        frame: f.seq,
+                        reason,
+                        time,
+                        tile: f.tile,
+                    }
+                }
+                decision => {
+                    let session = match sessions.entry(f.session) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(self.session(f.session)?)
+                        }
+                    };
+                    let label = f.label.unwrap_or_default();
+                    let kind = if decision == StoredDecision::Uncertain {
+                        Decision::Uncertain
+                    } else if is_normal(&session.normal_labels, &label) {
+                        Decision::Normal
+                    } else {
+                        Decision::Blast
+                    };
+                    Event::Result {
+                        frame: f.seq,
+                        slide: session.slide_id.clone(),
+                        label,
+                        confidence: f.confidence.unwrap_or(f32::NAN),
+                        decision: kind,
+                        time,
+                        tile: f.tile,
+                    }
+                }
+            };
+            events.push(event);
+        }
+        Ok(events)
     }
 
     /// Counts of a session recomputed from its frames (see [`SessionCounts::replay`]).

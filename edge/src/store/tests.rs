@@ -285,6 +285,50 @@ fn last_frames_are_the_newest_in_recording_order() {
 }
 
 #[test]
+fn last_events_answer_last_from_the_database_after_a_restart() {
+    use hardware::{Event, LineFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        let a = store.begin_session(&new_session("S-1")).unwrap();
+        store
+            .record_frame(&frame(a, 1, StoredDecision::Retake, None))
+            .unwrap();
+        store
+            .record_frame(&frame(a, 2, StoredDecision::Label, Some("Benign")))
+            .unwrap();
+        store
+            .record_frame(&frame(a, 3, StoredDecision::Label, Some("Pro")))
+            .unwrap();
+        let mut uncertain = frame(a, 4, StoredDecision::Uncertain, Some("Pre"));
+        uncertain.tile = Some(2);
+        uncertain.confidence = Some(0.6);
+        store.record_frame(&uncertain).unwrap();
+    }
+    // A restart: a new store on the same file.
+    let store = Store::open(&path).unwrap();
+    let lines: Vec<String> = store
+        .last_events(3)
+        .unwrap()
+        .iter()
+        .map(|e| e.to_line(LineFormat::Text))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "RESULT frame=2 slide=S-1 label=Benign confidence=0.970 decision=normal time=2025-06-15T15:06:40.207Z",
+            "RESULT frame=3 slide=S-1 label=Pro confidence=0.970 decision=blast time=2025-06-15T15:06:40.307Z",
+            "RESULT frame=4 slide=S-1 label=Pre confidence=0.600 decision=uncertain time=2025-06-15T15:06:40.407Z tile=2",
+        ]
+    );
+    let all = store.last_events(100).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(matches!(all[0], Event::Retake { frame: 1, .. }), "{all:?}");
+    assert!(store.last_events(0).unwrap().is_empty());
+}
+
+#[test]
 fn open_sessions_are_marked_interrupted_with_recounted_frames() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");

@@ -2,13 +2,10 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::protocol::{
-    Command, CommandError, Event, LineFormat, MAX_LAST, MAX_LINE, parse_command,
-};
+use super::protocol::{Command, CommandError, Event, LineFormat, MAX_LINE, parse_command};
 
 /// What [`LineAssembler::push`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +90,31 @@ pub struct SerialConfig {
     /// `text` (default) or `json`.
     #[serde(default)]
     pub format: LineFormat,
-    /// How long one [`SerialLine::poll`] waits for input, in ms (default 20).
+    /// How long one [`SerialLine::poll`] waits for input, and one line's write may take
+    /// before that line is dropped, in ms (default 20).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// After an error or a replug the port is closed and reopened with exponential backoff:
+    /// 0.5 s, then doubling up to this many ms between attempts (default 30000).
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+impl SerialConfig {
+    /// The settings for `path` with every other setting at its default.
+    pub fn new(path: impl Into<String>) -> Self {
+        SerialConfig {
+            path: path.into(),
+            baud: default_baud(),
+            format: LineFormat::default(),
+            timeout_ms: default_timeout_ms(),
+            retry_max_ms: default_retry_max_ms(),
+        }
+    }
+}
+
+fn default_retry_max_ms() -> u64 {
+    30_000
 }
 
 fn default_baud() -> u32 {
@@ -121,37 +140,27 @@ pub enum SerialError {
 ///
 /// Reads are as short as the port's timeout: [`poll`](Self::poll) reads at most once and
 /// returns at most one command. Refused input is answered with `ERR` right here; valid commands
-/// are returned for the device program to act on. The line remembers the last [`MAX_LAST`]
-/// `RESULT`/`RETAKE` events it sent for `LAST`.
+/// are returned for the device program to act on (`LAST n` with [`send_last`](Self::send_last)
+/// from the device's own record). This is one open port: [`SerialLink`](super::SerialLink)
+/// opens it, and reopens it after an error.
 pub struct SerialLine<P> {
     port: P,
     format: LineFormat,
     lines: LineAssembler,
     // Lines from the last read not yet handed out (at most one read's worth).
     pending: VecDeque<Line>,
-    history: VecDeque<Event>,
-}
-
-impl SerialLine<Box<dyn serialport::SerialPort>> {
-    /// Opens the port in `config` (8N1, no flow control).
-    pub fn open(config: &SerialConfig) -> Result<Self, SerialError> {
-        let port = serialport::new(&config.path, config.baud)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .open()?;
-        Ok(Self::new(port, config.format))
-    }
 }
 
 impl<P: Read + Write> SerialLine<P> {
     /// Wraps an open port (or any reader/writer). Give it a short read timeout: `poll` waits
-    /// for at most that long.
+    /// for at most that long. Lines are written without a flush (a serial port's flush waits,
+    /// with no timeout, until the bytes left the wire): give it an unbuffered writer.
     pub fn new(port: P, format: LineFormat) -> Self {
         SerialLine {
             port,
             format,
             lines: LineAssembler::new(MAX_LINE),
             pending: VecDeque::new(),
-            history: VecDeque::with_capacity(MAX_LAST.into()),
         }
     }
 
@@ -173,6 +182,12 @@ impl<P: Read + Write> SerialLine<P> {
         if self.pending.is_empty() {
             let mut buf = [0u8; 256];
             let n = match self.port.read(&mut buf) {
+                // A port that reads end-of-file has hung up (a pulled USB-serial adapter).
+                Ok(0) => {
+                    return Err(
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "the port hung up").into(),
+                    );
+                }
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -202,29 +217,19 @@ impl<P: Read + Write> SerialLine<P> {
         Ok(None)
     }
 
-    /// Sends one event (and remembers `RESULT`/`RETAKE` for `LAST`).
+    /// Sends one event.
     pub fn send(&mut self, event: &Event) -> Result<(), SerialError> {
-        if matches!(event, Event::Result { .. } | Event::Retake { .. }) {
-            if self.history.len() == usize::from(MAX_LAST) {
-                self.history.pop_front();
-            }
-            self.history.push_back(event.clone());
-        }
         self.write_line(event)
     }
 
-    /// Answers `LAST n`: re-sends the last `n` `RESULT`/`RETAKE` events, oldest first, then
-    /// `OK command=LAST detail=<count>`. Returns how many were re-sent.
-    pub fn replay_last(&mut self, n: u16) -> Result<usize, SerialError> {
-        let skip = self.history.len().saturating_sub(n.into());
-        let events: Vec<Event> = self.history.iter().skip(skip).cloned().collect();
-        for event in &events {
+    /// Answers `LAST n` with `events`, the device's last `n` `RESULT`/`RETAKE` events oldest
+    /// first (from its database): sends them, then `OK command=LAST detail=<count>`. Returns
+    /// how many were sent.
+    pub fn send_last(&mut self, events: &[Event]) -> Result<usize, SerialError> {
+        for event in events {
             self.write_line(event)?;
         }
-        self.write_line(&Event::Ok {
-            command: "LAST",
-            detail: Some(events.len().to_string()),
-        })?;
+        self.write_line(&last_ok(events.len()))?;
         Ok(events.len())
     }
 
@@ -232,13 +237,20 @@ impl<P: Read + Write> SerialLine<P> {
         let mut line = event.to_line(self.format);
         line.push_str("\r\n");
         self.port.write_all(line.as_bytes())?;
-        self.port.flush()?;
         Ok(())
     }
 
     /// Gives the port back.
     pub fn into_inner(self) -> P {
         self.port
+    }
+}
+
+/// The `OK` that ends a `LAST` answer of `count` events.
+pub(super) fn last_ok(count: usize) -> Event {
+    Event::Ok {
+        command: "LAST",
+        detail: Some(count.to_string()),
     }
 }
 
@@ -359,20 +371,15 @@ mod tests {
     }
 
     #[test]
-    fn last_replays_recent_frames_only() {
+    fn last_sends_the_given_events_then_ok() {
         let mut line = fake(&[]);
-        for frame in 0..150 {
-            line.send(&Event::Retake {
-                frame,
-                reason: RetakeReason::Empty,
-                time: Timestamp(0),
-                tile: None,
-            })
-            .unwrap();
-        }
-        line.send(&Event::Pong).unwrap();
-        line.port.output.clear();
-        assert_eq!(line.replay_last(2).unwrap(), 2);
+        let retake = |frame| Event::Retake {
+            frame,
+            reason: RetakeReason::Empty,
+            time: Timestamp(0),
+            tile: None,
+        };
+        assert_eq!(line.send_last(&[retake(148), retake(149)]).unwrap(), 2);
         assert_eq!(
             output(line),
             "RETAKE frame=148 reason=empty time=1970-01-01T00:00:00.000Z\r\n\
@@ -382,7 +389,7 @@ mod tests {
         let mut line = fake(&[]);
         line.set_format(LineFormat::Json);
         assert_eq!(line.format(), LineFormat::Json);
-        line.send(&Event::Result {
+        let result = Event::Result {
             frame: 1,
             slide: None,
             label: "blast".into(),
@@ -390,13 +397,20 @@ mod tests {
             decision: Decision::Uncertain,
             time: Timestamp(0),
             tile: None,
-        })
-        .unwrap();
-        line.port.output.clear();
-        assert_eq!(line.replay_last(100).unwrap(), 1);
+        };
+        assert_eq!(line.send_last(&[result]).unwrap(), 1);
         assert!(
             output(line).ends_with("{\"event\":\"OK\",\"command\":\"LAST\",\"detail\":\"1\"}\r\n")
         );
+    }
+
+    #[test]
+    fn a_port_that_reads_end_of_file_has_hung_up() {
+        let mut line = fake(&[b""]);
+        assert!(matches!(
+            line.poll(),
+            Err(SerialError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof
+        ));
     }
 
     #[test]
@@ -405,22 +419,10 @@ mod tests {
         assert_eq!(c.baud, 115_200);
         assert_eq!(c.format, LineFormat::Text);
         assert_eq!(c.timeout_ms, 20);
+        assert_eq!(c.retry_max_ms, 30_000);
+        assert_eq!(c, SerialConfig::new("/dev/ttyGS0"));
         assert!(
             serde_json::from_str::<SerialConfig>(r#"{"path": "x", "baud_rate": 9600}"#).is_err()
         );
-    }
-
-    #[test]
-    fn opening_a_missing_port_is_an_error_not_a_panic() {
-        let config = SerialConfig {
-            path: "/dev/leukoscope-no-such-tty".into(),
-            baud: 115_200,
-            format: LineFormat::Text,
-            timeout_ms: 10,
-        };
-        assert!(matches!(
-            SerialLine::open(&config),
-            Err(SerialError::Open(_))
-        ));
     }
 }

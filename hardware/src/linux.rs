@@ -38,17 +38,25 @@ pub type LinuxLights = StatusLights<CdevPin, CdevPin, CdevPin, CdevPin>;
 
 const CONSUMER: &str = "leukoscope";
 
+/// A GPIO error of `line` of `chip`, naming both.
+fn gpio_error(
+    chip: &str,
+    line: u32,
+) -> impl Fn(linux_embedded_hal::gpio_cdev::Error) -> OpenError + Copy + '_ {
+    move |source| OpenError::Gpio {
+        chip: chip.to_string(),
+        line,
+        source: Box::new(source),
+    }
+}
+
 fn request(
     chip: &str,
     line: u32,
     flags: LineRequestFlags,
     value: u8,
 ) -> Result<CdevPin, OpenError> {
-    let gpio = |source: linux_embedded_hal::gpio_cdev::Error| OpenError::Gpio {
-        chip: chip.to_string(),
-        line,
-        source: Box::new(source),
-    };
+    let gpio = gpio_error(chip, line);
     let handle = Chip::new(chip)
         .and_then(|mut c| c.get_line(line))
         .and_then(|l| l.request(flags, value, CONSUMER))
@@ -82,11 +90,7 @@ pub struct GpioEdges {
 impl GpioEdges {
     /// Requests `line` of `chip` as an input with events on both edges.
     pub fn open(chip: &str, line: u32) -> Result<Self, OpenError> {
-        let gpio = |source: linux_embedded_hal::gpio_cdev::Error| OpenError::Gpio {
-            chip: chip.to_string(),
-            line,
-            source: Box::new(source),
-        };
+        let gpio = gpio_error(chip, line);
         let handle = Chip::new(chip)
             .and_then(|mut c| c.get_line(line))
             .and_then(|l| {

@@ -410,17 +410,8 @@ pub fn open_reader<R: Read + Send + 'static>(
     read_stream(reader, name, opts, FramePolicy::All)
 }
 
-/// [`open_reader`] with a frame policy: `All` waits while two frames are waiting (the writer is
-/// held back), `Latest` reads on and keeps only the newest waiting frame.
-pub fn open_reader_with_policy<R: Read + Send + 'static>(
-    reader: R,
-    name: &str,
-    opts: &SourceOptions,
-    policy: FramePolicy,
-) -> Result<SourceHandle, SourceError> {
-    read_stream(reader, name, opts, policy)
-}
-
+/// Reads an MJPEG stream: `All` waits while two frames are waiting (the writer is held back),
+/// `Latest` reads on and keeps only the newest waiting frame.
 fn read_stream<R: Read + Send + 'static>(
     reader: R,
     name: &str,

@@ -247,7 +247,7 @@ impl<P: Read + Write> SerialLine<P> {
 }
 
 /// The `OK` that ends a `LAST` answer of `count` events.
-pub(super) fn last_ok(count: usize) -> Event {
+fn last_ok(count: usize) -> Event {
     Event::Ok {
         command: "LAST",
         detail: Some(count.to_string()),

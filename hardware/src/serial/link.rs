@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::line::{SerialConfig, SerialError, SerialLine, last_ok};
+use super::line::{SerialConfig, SerialError, SerialLine};
 use super::protocol::{Command, Event, LineFormat};
 
 /// The first wait before reopening a closed port, in ms; it doubles after each failed attempt,
@@ -183,9 +183,6 @@ impl<O: Opener> SerialLink<O> {
     /// Answers `LAST n` with `events` (see [`SerialLine::send_last`]); when the port is closed
     /// the answer is dropped like any line.
     pub fn send_last(&mut self, events: &[Event], now_ms: u64) -> bool {
-        if events.is_empty() {
-            return self.send(&last_ok(0), now_ms);
-        }
         self.write(now_ms, |line| line.send_last(events).map(|_| ()))
     }
 

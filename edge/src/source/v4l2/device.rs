@@ -153,7 +153,7 @@ fn run(camera: Camera, path: &Path, opts: &SourceOptions, mb: &Mailbox) {
     let max_backoff = Duration::from_millis(opts.retry_max_ms.max(500));
     loop {
         match camera.take() {
-            Some(cam) => match capture(&cam, &origin, opts, mb, &mut seq) {
+            Some(cam) => match stream_to(&cam, &origin, opts, mb, &mut seq) {
                 Ok(()) => return,
                 Err(reason) => {
                     tracing::warn!(device = %origin, "camera lost: {reason}");
@@ -192,21 +192,47 @@ fn run(camera: Camera, path: &Path, opts: &SourceOptions, mb: &Mailbox) {
     }
 }
 
-/// Streams until the consumer stops (`Ok`) or the camera fails (`Err` with the reason).
-fn capture(
+/// Streams into the mailbox until the consumer stops (`Ok`) or the camera fails (`Err` with the
+/// reason).
+fn stream_to(
     cam: &Camera,
     origin: &str,
     opts: &SourceOptions,
     mb: &Mailbox,
     seq: &mut u64,
 ) -> Result<(), String> {
+    let stopping = || mb.stopping();
+    capture(cam, opts.warmup_frames, &stopping, |filled| {
+        let item = match filled {
+            Some(data) => {
+                *seq += 1;
+                frame_item(cam, origin, *seq, data)
+            }
+            None => Item::Event(SourceEvent::Skipped {
+                origin: origin.to_string(),
+                reason: "the camera delivered a corrupt or empty frame".into(),
+            }),
+        };
+        mb.send_item(item)
+    })
+}
+
+/// Streams from `cam`, dropping `warmup` frames and any buffer a newer one already follows, and
+/// hands each frame to `deliver` (`None`: the camera flagged it corrupt or empty) until it
+/// returns false or `stopping` (asked at least once per poll) is true (`Ok`), or the camera
+/// fails (`Err` with the reason).
+fn capture(
+    cam: &Camera,
+    mut warmup: u32,
+    stopping: &dyn Fn() -> bool,
+    mut deliver: impl FnMut(Option<&[u8]>) -> bool,
+) -> Result<(), String> {
     let mut stream = new_stream(cam)?;
     let handle = stream.handle();
     let mut started = false;
     let mut silent = 0u32;
-    let mut warmup = opts.warmup_frames;
     loop {
-        if mb.stopping() {
+        if stopping() {
             drop_stream(stream);
             return Ok(());
         }
@@ -230,7 +256,7 @@ fn capture(
                 }
             }
         }
-        let event = match stream.next() {
+        let more = match stream.next() {
             Ok((buf, meta)) => {
                 started = true;
                 silent = 0;
@@ -241,13 +267,9 @@ fn capture(
                 }
                 let used = (meta.bytesused as usize).min(buf.len());
                 if meta.flags.contains(Flags::ERROR) || used == 0 {
-                    Item::Event(SourceEvent::Skipped {
-                        origin: origin.to_string(),
-                        reason: "the camera delivered a corrupt or empty frame".into(),
-                    })
+                    deliver(None)
                 } else {
-                    *seq += 1;
-                    frame_item(cam, origin, *seq, &buf[..used])
+                    deliver(Some(&buf[..used]))
                 }
             }
             Err(e) if e.kind() == ErrorKind::TimedOut && !started => {
@@ -265,7 +287,7 @@ fn capture(
                 return Err(format!("capture failed: {e}"));
             }
         };
-        if !mb.send_item(event) {
+        if !more {
             drop_stream(stream);
             return Ok(());
         }
@@ -393,56 +415,25 @@ pub(super) fn probe(
     };
     let cam = connect(path, opts).map_err(error)?;
     let wanted = frames.max(2);
-    let mut stream = new_stream(&cam).map_err(error)?;
-    let handle = stream.handle();
-    let (mut first, mut last, mut got) = (None::<Instant>, None::<Instant>, 0u32);
-    let mut warmup = opts.warmup_frames;
-    let mut attempts = 0u32;
-    let mut started = false;
-    while got < wanted {
-        attempts += 1;
-        if attempts > 4 * wanted + warmup + 8 {
-            drop_stream(stream);
-            return Err(error(format!(
-                "only {got} of {wanted} frames were whole (the camera flags the others corrupt or empty)"
-            )));
+    let (mut first, mut last, mut got, mut corrupt) =
+        (None::<Instant>, None::<Instant>, 0u32, 0u32);
+    capture(&cam, opts.warmup_frames, &|| false, |filled| {
+        if filled.is_some() {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+            got += 1;
+        } else {
+            corrupt += 1;
         }
-        if started {
-            match handle.poll(POLLIN, SILENT_POLLS as i32 * POLL_MS) {
-                Ok(0) => {
-                    drop_stream(stream);
-                    return Err(error(format!("no frame for {SILENT_POLLS} s")));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    drop_stream(stream);
-                    return Err(error(format!("poll failed: {e}")));
-                }
-            }
-        }
-        match stream.next() {
-            Ok((_, meta)) => {
-                started = true;
-                if warmup > 0 {
-                    warmup -= 1;
-                    continue;
-                }
-                if meta.flags.contains(Flags::ERROR) || meta.bytesused == 0 {
-                    continue;
-                }
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = Some(now);
-                got += 1;
-            }
-            Err(e) => {
-                drop_stream(stream);
-                return Err(error(format!("capture failed: {e}")));
-            }
-        }
+        got < wanted && corrupt <= 4 * wanted + 8
+    })
+    .map_err(error)?;
+    if got < wanted {
+        return Err(error(format!(
+            "only {got} of {wanted} frames were whole (the camera flags the others corrupt or empty)"
+        )));
     }
-    drop_stream(stream);
     let measured_fps = match (first, last) {
         (Some(a), Some(b)) if b > a => f64::from(got - 1) / (b - a).as_secs_f64(),
         _ => 0.0,

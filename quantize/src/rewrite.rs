@@ -404,7 +404,8 @@ pub fn rewrite(
         if folded.contains(&i) {
             continue;
         }
-        let keep = opts.keep_float.contains(&n.name);
+        let keep = opts.keep_float.contains(&n.name)
+            || leukoscope_model::familiarity::is_uncertainty_node(&n.name);
         match n.op_type.as_str() {
             "Conv" if !keep => {
                 let group = attr(n, "group").map_or(1, |a| a.i);

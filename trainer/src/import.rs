@@ -223,9 +223,13 @@ pub fn load_onnx_weights(
     let theirs = file.contract().clone();
     // MobileNetV2 ends in a global average pool, so its weights fit any input size: a model can
     // be fine-tuned at a higher resolution than the file's. The compact CNN's dense layer cannot.
+    // The colour normalization may change too: fine-tuning is how a model learns a new one.
     let same_size = ModelContract {
         input_height: contract.input_height,
         input_width: contract.input_width,
+        colour: contract.colour,
+        unfamiliarity: contract.unfamiliarity.clone(),
+        temperature: contract.temperature,
         ..theirs.clone()
     };
     if same_size != *contract {

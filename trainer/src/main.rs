@@ -10,7 +10,7 @@ use trainer::data::balance::Sampling;
 use trainer::data::split::SplitFractions;
 use trainer::model::ModelSpec;
 use trainer::optim::{OptimizerKind, Schedule};
-use trainer::run::{RunConfig, RunDir};
+use trainer::run::{ColourMethod, RunConfig, RunDir};
 use trainer::train::{FitRequest, fit};
 
 /// Train, evaluate and benchmark leukoscope's blood-smear classifiers.
@@ -39,6 +39,36 @@ enum Command {
     Bench(BenchArgs),
     /// Write a run's best model as a standard ONNX file carrying its contract in its metadata.
     Export(ExportArgs),
+    /// Make an exported f32 model say when it is unsure and when a picture is unlike its
+    /// training pictures: fits temperature scaling (validation split) and the unfamiliarity
+    /// score (Mahalanobis distance of the pooled features to the training classes; threshold
+    /// rejecting at most 1 % of the validation split) and writes them into a new ONNX file
+    /// (graph output `unfamiliarity`, metadata `leukoscope.temperature` and
+    /// `leukoscope.unfamiliarity`), with `<out>.uncertainty.json`. Quantize the result.
+    Uncertainty(UncertaintyArgs),
+}
+
+#[derive(Args)]
+struct UncertaintyArgs {
+    /// The exported f32 ONNX file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The labeled folder the model was trained on.
+    #[arg(long)]
+    data: PathBuf,
+    /// The run's split (its manifest.csv): the training split fits the score, the validation
+    /// split the temperature and the threshold; the test split is not read.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Shrinkage of the shared covariance towards its mean variance (0..1).
+    #[arg(long, default_value_t = leukoscope_model::familiarity::DEFAULT_SHRINKAGE)]
+    shrinkage: f64,
+    /// The features tensor (default: the output of the last Flatten, the pooled features).
+    #[arg(long)]
+    features: Option<String>,
 }
 
 #[derive(Args)]
@@ -174,6 +204,12 @@ struct FitArgs {
     /// as the shipped models/*-f32.onnx.
     #[arg(long, value_name = "RUN_DIR|FILE.onnx", conflicts_with = "pretrained")]
     init_from: Option<PathBuf>,
+    /// Colour normalization the model is trained with and carries in its contract:
+    /// `background-white` scales each picture's channels so its slide background becomes the
+    /// training split's background colour (lamp colour, white balance and exposure removed, on
+    /// the device as in training); `none` uses pictures as they are.
+    #[arg(long, value_enum, default_value_t = ColourMethod::BackgroundWhite)]
+    colour: ColourMethod,
     /// Stochastic weight averaging: from this epoch on (1-based), fold each epoch's final
     /// weights into a running mean; when training ends, re-measure BatchNorm statistics on the
     /// training pictures and make that mean the run's model (the best single epoch is kept as
@@ -230,6 +266,20 @@ struct AugmentArgs {
     /// Probability of blanking the bottom-right scale-bar label area.
     #[arg(long, default_value_t = 0.5)]
     corner_erase: f32,
+    /// Stain-space (HED) jitter: each stain density scaled by [1−h, 1+h] and shifted by ±h.
+    #[arg(long, default_value_t = 0.05)]
+    hed: f32,
+    /// Probability of re-encoding a picture as JPEG (quality 25–95).
+    #[arg(long, default_value_t = 0.25)]
+    jpeg: f32,
+    /// A quarter of the pictures shrunk by up to this factor and enlarged back (fewer camera
+    /// pixels per cell); 1 turns it off.
+    #[arg(long, default_value_t = 2.5)]
+    low_resolution: f32,
+    /// A fifth of the pictures enlarged by up to this factor (another magnification); 1 turns
+    /// it off.
+    #[arg(long, default_value_t = 2.0)]
+    magnify: f32,
 }
 
 impl AugmentArgs {
@@ -251,6 +301,10 @@ impl AugmentArgs {
             hue: self.hue,
             channel_gain: self.channel_gain,
             corner_erase: self.corner_erase,
+            hed: self.hed,
+            jpeg: self.jpeg,
+            low_resolution: self.low_resolution,
+            magnify: self.magnify,
         }
     }
 }
@@ -355,6 +409,7 @@ fn run(cli: Cli) -> Result<()> {
                     init_from: a.init_from,
                     average_from: a.average_from.map(|e| e as usize),
                     backend: a.backend,
+                    colour: a.colour,
                 }
             };
             if matches!(config.model, ModelSpec::Cnn { .. }) && !config.size.is_multiple_of(8) {
@@ -375,6 +430,38 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Export(a) => trainer::export::export_run(&RunDir(a.run), &a.out),
+        Command::Uncertainty(a) => {
+            let r = trainer::uncertainty::run(&trainer::uncertainty::UncertaintyRequest {
+                model: &a.model,
+                data: &a.data,
+                manifest: &a.manifest,
+                out: &a.out,
+                shrinkage: a.shrinkage,
+                features: a.features,
+            })?;
+            println!(
+                "features {} ({} dims), {} training and {} validation pictures",
+                r.features, r.dims, r.train_pictures, r.validation_pictures
+            );
+            println!(
+                "temperature {:.3}: validation NLL {:.4} -> {:.4}, ECE {:.4} -> {:.4}",
+                r.temperature,
+                r.validation_nll[0],
+                r.validation_nll[1],
+                r.validation_ece[0],
+                r.validation_ece[1]
+            );
+            println!(
+                "unfamiliarity threshold {:.2} ({:.2} % of validation above); score p50/p90/p99/max \
+                 train {:?}, validation {:?}",
+                r.threshold,
+                100.0 * r.validation_rejected,
+                r.train_score_percentiles,
+                r.validation_score_percentiles
+            );
+            println!("wrote {}", a.out.display());
+            Ok(())
+        }
         Command::Evaluate(a) => {
             trainer::evaluate::evaluate_run(&RunDir(a.run), a.data.as_deref(), a.backend)?;
             Ok(())

@@ -78,6 +78,21 @@ pub struct RunConfig {
     pub average_from: Option<usize>,
     /// Compute backend.
     pub backend: BackendKind,
+    /// Colour normalization written into the model's contract (`--colour`); runs made before it
+    /// existed had none.
+    #[serde(default)]
+    pub colour: ColourMethod,
+}
+
+/// The colour normalization a run trains with (`leukoscope_model::colour`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ColourMethod {
+    /// Pictures as they are.
+    #[default]
+    None,
+    /// Each picture's background made the training split's median background colour.
+    BackgroundWhite,
 }
 
 /// Facts established when the run started.

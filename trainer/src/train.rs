@@ -17,6 +17,7 @@ use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use image::RgbImage;
+use leukoscope_model::colour::{ColourNormalization, median_background};
 use leukoscope_model::contract::ModelContract;
 use leukoscope_model::durable;
 use leukoscope_model::evaluation_report::EpochRecord;
@@ -37,7 +38,8 @@ use crate::optim::{build_optimizer, build_schedule};
 use crate::pretrained;
 use crate::progress;
 use crate::run::{
-    AverageSummary, RunConfig, RunDir, RunFile, RunInfo, TrainState, read_json, write_json,
+    AverageSummary, ColourMethod, RunConfig, RunDir, RunFile, RunInfo, TrainState, read_json,
+    write_json,
 };
 
 /// What `fit` is asked to do besides the run's settings.
@@ -52,6 +54,30 @@ pub struct FitRequest<'a> {
     pub evaluate: bool,
     /// Stop (resumable) after this many epochs in this invocation, e.g. to fit a session.
     pub stop_after: Option<usize>,
+}
+
+/// The contract's colour normalization for `method`, measured on the training pictures.
+fn colour_normalization(
+    method: ColourMethod,
+    train: &[(RgbImage, usize)],
+) -> Result<ColourNormalization> {
+    Ok(match method {
+        ColourMethod::None => ColourNormalization::None,
+        ColourMethod::BackgroundWhite => {
+            let white = median_background(train.iter().map(|(img, _)| img.as_raw().as_slice()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--colour background-white: no training picture has a bright background \
+                         to measure (is this a bright-field smear?); use --colour none"
+                    )
+                })?;
+            eprintln!(
+                "colour: background white point of the training split R {:.1} G {:.1} B {:.1}",
+                white[0], white[1], white[2]
+            );
+            ColourNormalization::BackgroundWhite { white }
+        }
+    })
 }
 
 /// Trains (or resumes) a run, then evaluates its best model on the test split.
@@ -84,7 +110,7 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
 
     // Data: every picture framed by the model contract, then split.
     let labels = class_folders(&config.data)?;
-    let contract = ModelContract::new(labels, config.size);
+    let mut contract = ModelContract::new(labels, config.size);
     let mut pre = Preprocessor::new(contract.clone());
     let bar = progress::bar(0, "reading");
     let folder = scan(
@@ -140,6 +166,9 @@ pub fn fit(config: RunConfig, req: FitRequest<'_>) -> Result<()> {
     if train.is_empty() || val.is_empty() {
         bail!("the split left no training or no validation images: use more images per class");
     }
+    // The colour reference comes from the training split's real pictures (not SMOTE's), the
+    // same on a resume.
+    contract.colour = colour_normalization(config.colour, &train)?;
     let mut synthetic = vec![0; k];
     if config.sampling == Sampling::Smote {
         let images: Vec<&RgbImage> = train.iter().map(|(i, _)| i).collect();

@@ -16,6 +16,17 @@ pub struct OnnxClassifier {
     metadata: Vec<(String, String)>,
     plan: Arc<TypedRunnableModel>,
     softmax_needed: bool,
+    /// Whether the plan's second output is the unfamiliarity score.
+    scores_unfamiliarity: bool,
+}
+
+/// What the model says about one picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Class probabilities in label order.
+    pub probabilities: Vec<f32>,
+    /// The unfamiliarity score, for models that compute one ([`crate::familiarity`]).
+    pub unfamiliarity: Option<f32>,
 }
 
 impl OnnxClassifier {
@@ -45,8 +56,23 @@ impl OnnxClassifier {
             .name
             .clone();
         let softmax_needed = output != "probabilities";
-        let plan = file.plan(&[output.as_str()])?;
         let contract = file.contract().clone();
+        let mut outputs = vec![output.as_str()];
+        if let Some(u) = &contract.unfamiliarity {
+            if !graph.output.iter().any(|o| o.name == u.output) {
+                return Err(ModelError::Contract {
+                    path: file.path().to_path_buf(),
+                    reason: format!(
+                        "the contract names the unfamiliarity output '{}' but the graph has no \
+                         such output",
+                        u.output
+                    ),
+                });
+            }
+            outputs.push(u.output.as_str());
+        }
+        let scores_unfamiliarity = outputs.len() == 2;
+        let plan = file.plan(&outputs)?;
         let metadata = file.metadata();
         Ok(OnnxClassifier {
             path: file.path().to_path_buf(),
@@ -54,6 +80,7 @@ impl OnnxClassifier {
             metadata,
             plan,
             softmax_needed,
+            scores_unfamiliarity,
         })
     }
 
@@ -75,6 +102,13 @@ impl OnnxClassifier {
     /// Class probabilities for one preprocessed image (`3 × H × W` values). Non-finite outputs
     /// are an error ([`ModelError::Engine`]).
     pub fn probabilities(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        Ok(self.predict(input)?.probabilities)
+    }
+
+    /// Class probabilities and, for a model that computes one, the unfamiliarity score of one
+    /// preprocessed image. Non-finite probabilities are an error ([`ModelError::Engine`]); a
+    /// non-finite score is returned as it is (it counts as unfamiliar).
+    pub fn predict(&self, input: &[f32]) -> Result<Prediction, ModelError> {
         let c = &self.contract;
         let shape = [1, 3, c.input_height as usize, c.input_width as usize];
         let engine = |e: TractError| ModelError::Engine {
@@ -110,7 +144,16 @@ impl OnnxClassifier {
                 reason: format!("the model gave non-finite outputs {p:?} (NaN or infinity)"),
             });
         }
-        Ok(p)
+        let unfamiliarity = if self.scores_unfamiliarity {
+            let score = out[1].to_plain_array_view::<f32>().map_err(engine)?;
+            Some(score.iter().copied().next().unwrap_or(f32::NAN))
+        } else {
+            None
+        };
+        Ok(Prediction {
+            probabilities: p,
+            unfamiliarity,
+        })
     }
 }
 

@@ -8,6 +8,9 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::colour::ColourNormalization;
+use crate::familiarity::Unfamiliarity;
+
 /// How a picture is resized to the model's input size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +65,18 @@ pub struct ModelContract {
     pub std: [f32; 3],
     /// How pictures are resized to the input size.
     pub resize: ResizeMethod,
+    /// How a picture's colour is normalized before the mean and std (lamp, white balance);
+    /// [`ColourNormalization::None`] in contracts made before it existed.
+    #[serde(default)]
+    pub colour: ColourNormalization,
+    /// The unfamiliarity score the model file computes and its threshold; `None` for models
+    /// without one.
+    #[serde(default)]
+    pub unfamiliarity: Option<Unfamiliarity>,
+    /// The temperature already applied to the `probabilities` output (fitted on the validation
+    /// split); `None` when the probabilities are the network's own softmax.
+    #[serde(default)]
+    pub temperature: Option<f32>,
 }
 
 /// The largest input side a contract may name: a classifier of single smear fields has no use
@@ -105,6 +120,14 @@ pub mod metadata_keys {
     pub const VERSION: &str = "leukoscope.version";
     /// The quantization recipe (JSON), present only in files written by `quantize`.
     pub const QUANTIZATION: &str = "leukoscope.quantization";
+    /// Colour normalization before the mean and std (JSON, [`crate::colour::ColourNormalization`]);
+    /// absent: none.
+    pub const COLOUR: &str = "leukoscope.colour";
+    /// The unfamiliarity score and its threshold (JSON, [`crate::familiarity::Unfamiliarity`]);
+    /// absent: the model has none.
+    pub const UNFAMILIARITY: &str = "leukoscope.unfamiliarity";
+    /// The temperature applied in the graph to the `probabilities` output; absent: none.
+    pub const TEMPERATURE: &str = "leukoscope.temperature";
 }
 
 /// A contract that cannot be used.
@@ -125,6 +148,9 @@ impl ModelContract {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             resize: ResizeMethod::Bilinear,
+            colour: ColourNormalization::None,
+            unfamiliarity: None,
+            temperature: None,
         }
     }
 
@@ -170,6 +196,22 @@ impl ModelContract {
             (metadata_keys::STD.into(), json(&self.std)),
             (metadata_keys::RESIZE.into(), self.resize.as_str().into()),
         ]
+        .into_iter()
+        .chain(
+            (self.colour != ColourNormalization::None)
+                .then(|| (metadata_keys::COLOUR.into(), self.colour.to_metadata())),
+        )
+        .chain(self.unfamiliarity.as_ref().map(|u| {
+            (
+                metadata_keys::UNFAMILIARITY.into(),
+                serde_json::to_string(u).expect("an unfamiliarity record serializes"),
+            )
+        }))
+        .chain(
+            self.temperature
+                .map(|t| (metadata_keys::TEMPERATURE.into(), t.to_string())),
+        )
+        .collect()
     }
 
     /// Reads a contract back from ONNX metadata entries; names the missing or malformed key.
@@ -195,6 +237,29 @@ impl ModelContract {
             Some(r) => r.parse()?,
             None => ResizeMethod::Bilinear,
         };
+        let colour = match map.get(metadata_keys::COLOUR) {
+            Some(c) => {
+                ColourNormalization::from_metadata(c).map_err(|e| bad(metadata_keys::COLOUR, &e))?
+            }
+            None => ColourNormalization::None,
+        };
+        let unfamiliarity = match map.get(metadata_keys::UNFAMILIARITY) {
+            Some(u) => Some(
+                serde_json::from_str::<Unfamiliarity>(u)
+                    .map_err(|e| bad(metadata_keys::UNFAMILIARITY, &e))?,
+            ),
+            None => None,
+        };
+        let temperature = match map.get(metadata_keys::TEMPERATURE) {
+            Some(t) => Some(
+                t.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .ok_or_else(|| bad(metadata_keys::TEMPERATURE, &"not a positive number"))?,
+            ),
+            None => None,
+        };
         let contract = ModelContract {
             labels,
             input_height,
@@ -202,6 +267,9 @@ impl ModelContract {
             mean: triple(metadata_keys::MEAN)?,
             std: triple(metadata_keys::STD)?,
             resize,
+            colour,
+            unfamiliarity,
+            temperature,
         };
         contract.validate()?;
         Ok(contract)
@@ -300,10 +368,30 @@ mod tests {
         c.input_width = 96;
         c.resize = ResizeMethod::Lanczos3;
         let entries = c.to_metadata();
+        assert!(entries.iter().all(|(k, _)| k != metadata_keys::COLOUR));
         let back =
             ModelContract::from_metadata(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .unwrap();
         assert_eq!(back, c);
+        let mut coloured = c.clone();
+        coloured.colour = ColourNormalization::BackgroundWhite {
+            white: [250.0, 254.5, 252.0],
+        };
+        coloured.temperature = Some(1.37);
+        coloured.unfamiliarity = Some(Unfamiliarity {
+            output: "unfamiliarity".into(),
+            method: "mahalanobis".into(),
+            features: "flatten_1".into(),
+            dims: 1280,
+            threshold: 41.5,
+            validation_rejected: 0.0073,
+            shrinkage: 0.1,
+        });
+        let entries = coloured.to_metadata();
+        let back =
+            ModelContract::from_metadata(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap();
+        assert_eq!(back, coloured);
         let without_labels = entries.iter().filter(|(k, _)| k != metadata_keys::LABELS);
         let err =
             ModelContract::from_metadata(without_labels.map(|(k, v)| (k.as_str(), v.as_str())))

@@ -17,10 +17,12 @@
 pub mod bench;
 pub mod calibration;
 pub mod classifier;
+pub mod colour;
 pub mod contract;
 pub mod durable;
 pub mod evaluate;
 pub mod evaluation_report;
+pub mod familiarity;
 pub mod images;
 pub mod logging;
 pub mod manifest;

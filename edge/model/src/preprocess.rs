@@ -2,8 +2,10 @@
 //!
 //! Framing policy: the picture is centre-cropped to the input's aspect ratio (a square for the
 //! shipped models), then resized to the input size with the contract's resize method. A picture
-//! that already has the input size is used as it is. Values are scaled to `0..1`, normalized with
-//! the contract's mean and std, and laid out as CHW (R plane, G plane, B plane).
+//! that already has the input size is used as it is. Its colour is then normalized as the
+//! contract says ([`crate::colour`]: the slide background made the training set's white), values
+//! are scaled to `0..1`, normalized with the contract's mean and std, and laid out as CHW (R
+//! plane, G plane, B plane).
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +94,8 @@ pub struct Preprocessor {
     contract: ModelContract,
     resizer: Resizer,
     resized: Image<'static>,
+    /// The framed picture after colour normalization.
+    coloured: Vec<u8>,
 }
 
 impl Preprocessor {
@@ -102,6 +106,7 @@ impl Preprocessor {
             contract,
             resizer: Resizer::new(),
             resized,
+            coloured: Vec::new(),
         }
     }
 
@@ -119,14 +124,19 @@ impl Preprocessor {
             });
         }
         let contract = self.contract.clone();
-        let pixels = self.framed_pixels(img)?;
-        write_normalized_chw(pixels, &contract, out);
+        let mut coloured = std::mem::take(&mut self.coloured);
+        coloured.clear();
+        coloured.extend_from_slice(self.framed_pixels(img)?);
+        contract.colour.apply(&mut coloured);
+        write_normalized_chw(&coloured, &contract, out);
+        self.coloured = coloured;
         Ok(())
     }
 
     /// The framing step alone: the picture centre-cropped and resized to the input size, as
-    /// 8-bit RGB. `run_into` on the result gives exactly what `run_into` on `img` gives, so a
-    /// trainer may cache framed pictures and augment them before normalizing.
+    /// 8-bit RGB, before colour normalization. `run_into` on the result gives exactly what
+    /// `run_into` on `img` gives, so a trainer may cache framed pictures and augment them (an
+    /// acquisition's colour among them) before the colour is normalized.
     pub fn fit(&mut self, img: &RgbImage) -> Result<RgbImage, PreprocessError> {
         let (w, h) = (self.contract.input_width, self.contract.input_height);
         let pixels = self.framed_pixels(img)?.to_vec();
@@ -242,6 +252,31 @@ mod tests {
         p.run_into(&img, &mut direct).unwrap();
         p.run_into(&framed, &mut via_fit).unwrap();
         assert_eq!(direct, via_fit);
+    }
+
+    #[test]
+    fn the_contract_colour_normalization_is_applied_before_mean_and_std() {
+        // Background (a third of the pixels) with a blue cast; the contract's white is grey.
+        let img = RgbImage::from_fn(6, 6, |x, _| {
+            if x < 2 {
+                image::Rgb([200, 200, 160])
+            } else {
+                image::Rgb([100, 80, 60])
+            }
+        });
+        let mut c = contract(6);
+        c.mean = [0.0; 3];
+        c.std = [1.0; 3];
+        let plain = image_to_input(&img, &c).unwrap();
+        c.colour = crate::colour::ColourNormalization::BackgroundWhite {
+            white: [200.0, 200.0, 200.0],
+        };
+        let normalized = image_to_input(&img, &c).unwrap();
+        let blue = |x: &[f32], i: usize| x[2 * 36 + i];
+        assert!((blue(&plain, 0) - 160.0 / 255.0).abs() < 1e-6);
+        assert!((blue(&normalized, 0) - 200.0 / 255.0).abs() < 1e-6);
+        assert!((blue(&normalized, 3) - 75.0 / 255.0).abs() < 1e-6);
+        assert_eq!(plain[..72], normalized[..72], "red and green untouched");
     }
 
     #[test]

@@ -7,7 +7,18 @@
 //! colour cast (a model trained without the gain lost 28 points under a ±10 % per-channel
 //! change: it had learned the cast, not the cells), and a corner erase
 //! because many images carry a burned-in scale-bar label bottom-right: a model must learn the
-//! cells, not these acquisition artefacts. Every step can be switched off (magnitude 0).
+//! cells, not these acquisition artefacts.
+//!
+//! Another microscope adds more (issue 19's measurements): the stain batch, so stains are
+//! jittered in stain space (HED, Tellez et al. 2018: each of the haematoxylin, eosin and DAB
+//! optical densities of Ruifrok & Johnston's deconvolution scaled by `1 ± hed` and shifted by
+//! `± hed`; a Romanowsky smear is not H&E, but those three densities still span the colours a
+//! stain can take); JPEG compression (a quarter of the pictures re-encoded at quality 25–95); a
+//! camera with fewer pixels per cell (a quarter of the pictures shrunk by up to `low_resolution`
+//! and enlarged back, what a declared-scale ×0.5 field looks like at the model's scale); and
+//! another magnification (a fifth of the pictures enlarged by up to `magnify`). The colour
+//! normalization of the model contract (`leukoscope_model::colour`) runs after all of them.
+//! Every step can be switched off (magnitude 0).
 
 use image::{Rgb, RgbImage};
 use rand::{Rng, RngExt};
@@ -46,7 +57,30 @@ pub struct AugmentConfig {
     /// Probability of filling the bottom-right corner (where the scale-bar label sits, 27 % × 13 %
     /// of the picture) with the picture's median border colour.
     pub corner_erase: f32,
+    /// Stain-space jitter: each HED optical density scaled by a factor in [1 − h, 1 + h] and
+    /// shifted by a value in ±h. Absent (0) in runs made before it existed.
+    #[serde(default)]
+    pub hed: f32,
+    /// Probability of re-encoding the picture as JPEG at a quality uniform in
+    /// [`JPEG_QUALITY`]. Absent (0) in earlier runs.
+    #[serde(default)]
+    pub jpeg: f32,
+    /// Largest factor by which [`LOW_RESOLUTION_P`] of the pictures are shrunk and enlarged back
+    /// (1 or 0: off). Absent (0) in earlier runs.
+    #[serde(default)]
+    pub low_resolution: f32,
+    /// Largest extra magnification (the same on both axes) applied to [`MAGNIFY_P`] of the
+    /// pictures (1 or 0: off). Absent (0) in earlier runs.
+    #[serde(default)]
+    pub magnify: f32,
 }
+
+/// JPEG qualities drawn by the `jpeg` step.
+pub const JPEG_QUALITY: std::ops::RangeInclusive<u8> = 25..=95;
+/// Share of pictures the `low_resolution` step applies to.
+pub const LOW_RESOLUTION_P: f32 = 0.25;
+/// Share of pictures the `magnify` step applies to.
+pub const MAGNIFY_P: f32 = 0.2;
 
 impl Default for AugmentConfig {
     fn default() -> Self {
@@ -64,6 +98,10 @@ impl Default for AugmentConfig {
             hue: 8.0,
             channel_gain: 0.15,
             corner_erase: 0.5,
+            hed: 0.05,
+            jpeg: 0.25,
+            low_resolution: 2.5,
+            magnify: 2.0,
         }
     }
 }
@@ -85,6 +123,10 @@ impl AugmentConfig {
             hue: 0.0,
             channel_gain: 0.0,
             corner_erase: 0.0,
+            hed: 0.0,
+            jpeg: 0.0,
+            low_resolution: 0.0,
+            magnify: 0.0,
         }
     }
 
@@ -100,6 +142,7 @@ impl AugmentConfig {
             || self.shift > 0.0
             || self.zoom > 0.0
             || self.shear > 0.0
+            || self.magnify > 1.0
     }
 }
 
@@ -122,7 +165,96 @@ pub fn augment(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbIm
     if cfg.corner_erase > 0.0 && rng.random::<f32>() < cfg.corner_erase {
         erase_corner(&mut out);
     }
+    // Each drawn only when on, so runs without them keep their random sequence.
+    if cfg.hed > 0.0 {
+        hed_jitter(&mut out, cfg.hed, rng);
+    }
+    if cfg.low_resolution > 1.0 && rng.random::<f32>() < LOW_RESOLUTION_P {
+        let factor = rng.random_range(1.0..=cfg.low_resolution);
+        out = low_resolution(&out, factor);
+    }
+    if cfg.jpeg > 0.0 && rng.random::<f32>() < cfg.jpeg {
+        let quality = rng.random_range(JPEG_QUALITY);
+        out = jpeg(&out, quality);
+    }
     out
+}
+
+/// Ruifrok & Johnston's stain matrix: the optical density (OD) of one unit of haematoxylin,
+/// eosin and DAB in R, G, B (rows), as in scikit-image's `rgb_from_hed`.
+const RGB_FROM_HED: [[f32; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+
+fn invert3(m: [[f32; 3]; 3]) -> [[f32; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let c =
+        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    [
+        [
+            c(1, 1, 2, 2) / det,
+            -c(0, 1, 2, 2) / det,
+            c(0, 1, 1, 2) / det,
+        ],
+        [
+            -c(1, 0, 2, 2) / det,
+            c(0, 0, 2, 2) / det,
+            -c(0, 0, 1, 2) / det,
+        ],
+        [
+            c(1, 0, 2, 1) / det,
+            -c(0, 0, 2, 1) / det,
+            c(0, 0, 1, 1) / det,
+        ],
+    ]
+}
+
+/// Stain-space jitter: RGB → optical densities → stain amounts (HED), each stain scaled and
+/// shifted, and back.
+fn hed_jitter(img: &mut RgbImage, sigma: f32, rng: &mut impl Rng) {
+    let alpha: [f32; 3] = std::array::from_fn(|_| 1.0 + sym(rng, sigma));
+    let beta: [f32; 3] = std::array::from_fn(|_| sym(rng, sigma));
+    let hed_from_rgb = invert3(RGB_FROM_HED);
+    // OD of each 8-bit value: −ln((v + 1) / 256), so 255 (white) is 0.
+    let od: [f32; 256] = std::array::from_fn(|v| -((v as f32 + 1.0) / 256.0).ln());
+    for p in img.pixels_mut() {
+        let rgb_od: [f32; 3] = std::array::from_fn(|c| od[p.0[c] as usize]);
+        let stains: [f32; 3] = std::array::from_fn(|s| {
+            let amount: f32 = (0..3).map(|c| rgb_od[c] * hed_from_rgb[c][s]).sum();
+            amount * alpha[s] + beta[s]
+        });
+        p.0 = std::array::from_fn(|c| {
+            let density: f32 = (0..3).map(|s| stains[s] * RGB_FROM_HED[s][c]).sum();
+            (256.0 * (-density).exp() - 1.0).round().clamp(0.0, 255.0) as u8
+        });
+    }
+}
+
+/// The picture shrunk by `factor` (area filter) and enlarged back (bilinear): the detail a
+/// camera with `factor` times fewer pixels per cell would give.
+fn low_resolution(img: &RgbImage, factor: f32) -> RgbImage {
+    use image::imageops::{FilterType, resize};
+    let (w, h) = img.dimensions();
+    let small_w = ((w as f32 / factor).round() as u32).max(1);
+    let small_h = ((h as f32 / factor).round() as u32).max(1);
+    let small = resize(img, small_w, small_h, FilterType::Triangle);
+    resize(&small, w, h, FilterType::Triangle)
+}
+
+/// The picture after a JPEG encode and decode at `quality`.
+fn jpeg(img: &RgbImage, quality: u8) -> RgbImage {
+    let mut bytes = Vec::new();
+    let encoded =
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality).encode_image(img);
+    match encoded
+        .ok()
+        .and_then(|()| image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).ok())
+    {
+        Some(decoded) => decoded.to_rgb8(),
+        // An in-memory encode of a valid RGB picture does not fail; if it ever did, the
+        // picture is used without the compression rather than losing the sample.
+        None => img.clone(),
+    }
 }
 
 /// Rotation, shear, zoom, shift and flips as one affine map about the centre, sampled
@@ -131,8 +263,13 @@ fn affine(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbImage {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let theta = sym(rng, cfg.rotation).to_radians();
     let shear = sym(rng, cfg.shear);
-    let zx = 1.0 + sym(rng, cfg.zoom);
-    let zy = 1.0 + sym(rng, cfg.zoom);
+    let mut zx = 1.0 + sym(rng, cfg.zoom);
+    let mut zy = 1.0 + sym(rng, cfg.zoom);
+    if cfg.magnify > 1.0 && rng.random::<f32>() < MAGNIFY_P {
+        let m = rng.random_range(1.0..=cfg.magnify);
+        zx *= m;
+        zy *= m;
+    }
     let tx = sym(rng, cfg.shift) * w;
     let ty = sym(rng, cfg.shift) * h;
     let fx = if cfg.hflip && rng.random::<bool>() {
@@ -331,6 +468,96 @@ mod tests {
         };
         let out = augment(&img, &cfg, &mut StdRng::seed_from_u64(3));
         assert!(out.pixels().all(|p| p.0 == [200, 150, 100]));
+    }
+
+    #[test]
+    fn hed_jitter_keeps_white_white_and_moves_stained_pixels_within_range() {
+        let mut img = RgbImage::from_fn(16, 16, |x, _| {
+            if x < 8 {
+                Rgb([255, 255, 255])
+            } else {
+                Rgb([120, 60, 160])
+            }
+        });
+        let original = img.clone();
+        // Scale only (no shift): white (zero density) stays white.
+        let alpha_only = |img: &mut RgbImage, seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            hed_jitter(img, 0.0, &mut rng);
+        };
+        alpha_only(&mut img, 1);
+        let same = img.pixels().zip(original.pixels()).all(|(a, b)| {
+            a.0.iter()
+                .zip(b.0)
+                .all(|(x, y)| (*x as i32 - y as i32).abs() <= 1)
+        });
+        assert!(same, "sigma 0 must round-trip through stain space");
+        let mut moved = 0;
+        for seed in 0..10 {
+            let mut j = original.clone();
+            hed_jitter(&mut j, 0.1, &mut StdRng::seed_from_u64(seed));
+            let stained = j.get_pixel(12, 3).0;
+            moved += usize::from(stained != [120, 60, 160]);
+            // Shifts of ±0.1 OD move white by at most 1 − e^(−0.1 · 1.6) ≈ 15 %.
+            assert!(
+                j.get_pixel(2, 2).0.iter().all(|&c| c >= 210),
+                "{:?}",
+                j.get_pixel(2, 2)
+            );
+            assert!(
+                stained
+                    .iter()
+                    .zip([120u8, 60, 160])
+                    .all(|(a, b)| (*a as i32 - b as i32).abs() < 60)
+            );
+        }
+        assert!(moved >= 9);
+    }
+
+    #[test]
+    fn low_resolution_and_jpeg_keep_the_size_and_lose_detail() {
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            if (x + y) % 2 == 0 {
+                Rgb([255, 255, 255])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        });
+        let small = low_resolution(&img, 2.0);
+        assert_eq!(small.dimensions(), (64, 64));
+        let mid = small.get_pixel(30, 30).0[0];
+        assert!(
+            (64..=192).contains(&mid),
+            "a checkerboard shrunk 2× is grey, got {mid}"
+        );
+        let j = jpeg(&img, 25);
+        assert_eq!(j.dimensions(), (64, 64));
+        assert_ne!(j, img);
+    }
+
+    #[test]
+    fn magnify_enlarges_about_the_centre() {
+        // A centred 8 px square; enlarged by m ∈ [1, 3], its area grows, never shrinks.
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            if (28..36).contains(&x) && (28..36).contains(&y) {
+                Rgb([0, 0, 0])
+            } else {
+                Rgb([255, 255, 255])
+            }
+        });
+        let cfg = AugmentConfig {
+            magnify: 3.0,
+            ..AugmentConfig::none()
+        };
+        let dark = |i: &RgbImage| i.pixels().filter(|p| p.0[0] < 128).count();
+        let mut grown = 0;
+        for seed in 0..40 {
+            let out = augment(&img, &cfg, &mut StdRng::seed_from_u64(seed));
+            assert!(dark(&out) >= 60, "{}", dark(&out));
+            grown += usize::from(dark(&out) > 80);
+        }
+        // MAGNIFY_P = 0.2 of 40 pictures: about 8.
+        assert!((2..=16).contains(&grown), "{grown}");
     }
 
     #[test]

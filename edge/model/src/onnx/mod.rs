@@ -234,6 +234,9 @@ fn contract_from<'a>(
                 mean: IMAGENET_MEAN,
                 std: IMAGENET_STD,
                 resize: ResizeMethod::Bilinear,
+                colour: Default::default(),
+                unfamiliarity: None,
+                temperature: None,
             }
         }
     };

@@ -20,5 +20,6 @@ pub mod integrity;
 pub mod model_search;
 pub mod quality;
 pub mod run;
+pub mod shift_check;
 pub mod source;
 pub mod store;

@@ -242,6 +242,29 @@ struct EvaluateArgs {
     /// collapses there learned artefacts, not cells.
     #[arg(long)]
     shortcut_check: bool,
+    /// Evaluate under what another microscope does (extends --shortcut-check): 2× and 0.5×
+    /// magnification, a warmer lamp, JPEG quality 30, a blur just inside the focus gate, each
+    /// class's mean colour cast given to the other classes' pictures, and 2× / 0.5× with the
+    /// scale declared. Per condition: right, abstained (uncertain or unfamiliar) and
+    /// confidently wrong, with Wilson 95 % intervals; written to `shift.md` and `shift.json`
+    /// in the report folder. Class colours are measured on the manifest's training split (else
+    /// on the evaluated pictures).
+    #[arg(long)]
+    shift_check: bool,
+    /// With --shift-check: also another acquisition, a folder with one subfolder per group
+    /// named in --foreign-groups (e.g. the C-NMC pictures: `all`, `hem`), judged only as
+    /// blast or normal.
+    #[arg(long, value_name = "DIR", requires = "shift_check")]
+    foreign: Option<PathBuf>,
+    /// The subfolders of --foreign and what they are: `name=blast` or `name=normal`,
+    /// comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "all=blast,hem=normal",
+        value_name = "NAME=GROUP"
+    )]
+    foreign_groups: Vec<String>,
     #[command(flatten)]
     decision: DecisionArgs,
     /// Slide simulation: fields (pictures) per simulated slide [default: 30].
@@ -458,6 +481,42 @@ struct ClassifyArgs {
     paths: Vec<PathBuf>,
 }
 
+/// The pictures of `dir`'s group subfolders (`name=blast|normal`), with their group.
+fn foreign_files(
+    dir: &std::path::Path,
+    groups: &[String],
+) -> Result<Vec<(PathBuf, leukoscope_model::shift::Truth)>> {
+    use leukoscope_screening::Decision;
+    let mut files = Vec::new();
+    for g in groups {
+        let (name, group) = g
+            .split_once('=')
+            .with_context(|| format!("--foreign-groups: '{g}' is not NAME=blast|normal"))?;
+        let group = match group.trim() {
+            "blast" => Decision::Blast,
+            "normal" => Decision::Normal,
+            other => bail!("--foreign-groups: '{other}' is neither blast nor normal"),
+        };
+        let sub = dir.join(name.trim());
+        if !sub.is_dir() {
+            bail!(
+                "--foreign {}: no subfolder '{}'",
+                dir.display(),
+                name.trim()
+            );
+        }
+        files.extend(
+            expand_paths(&[sub])
+                .into_iter()
+                .map(|p| (p, leukoscope_model::shift::Truth::Group(group))),
+        );
+    }
+    if files.is_empty() {
+        bail!("--foreign {}: no pictures", dir.display());
+    }
+    Ok(files)
+}
+
 fn main() {
     leukoscope_model::logging::init();
     match run(Cli::parse()) {
@@ -529,6 +588,37 @@ fn run(cli: Cli) -> Result<i32> {
                         e.report.macro_avg.f1
                     );
                 }
+            }
+            if a.shift_check {
+                let config = a.decision.run_config()?;
+                let files = leukoscope_model::evaluate::labeled_files(
+                    &a.data,
+                    &model.contract().labels,
+                    &selection,
+                )?;
+                let train = match &a.manifest {
+                    Some(m) => leukoscope_model::evaluate::labeled_files(
+                        &a.data,
+                        &model.contract().labels,
+                        &leukoscope_model::evaluate::Selection {
+                            manifest: Some((m.clone(), "train".into())),
+                        },
+                    )?,
+                    None => files.clone(),
+                };
+                let foreign = match &a.foreign {
+                    Some(dir) => Some((dir.clone(), foreign_files(dir, &a.foreign_groups)?)),
+                    None => None,
+                };
+                let rows = edge::shift_check::run(
+                    &model,
+                    &config,
+                    &files,
+                    &train,
+                    foreign.as_ref().map(|(d, f)| (d.as_path(), f.as_slice())),
+                )?;
+                edge::shift_check::write(&rows, model.contract(), &out)?;
+                print!("{}", edge::shift_check::table(&rows));
             }
             Ok(0)
         }

@@ -312,3 +312,90 @@ fn bad_inputs_are_clear_errors() {
     assert!(err(&f32_path, &zero).contains("--samples"));
     let _ = contract();
 }
+
+#[test]
+fn the_unfamiliarity_score_and_the_temperature_stay_f32_and_agree() {
+    use leukoscope_model::familiarity::{
+        MahalanobisFit, Unfamiliarity, apply_temperature, is_uncertainty_node, pooled_features,
+    };
+    use leukoscope_model::preprocess::{decode_image, image_to_input};
+    use tract_onnx::prelude::*;
+    let d = tempfile::tempdir().unwrap();
+    let cal = labeled_folder(&d.path().join("cal"), 8);
+    // The features of the calibration pictures fit the score.
+    let mut model = common::tiny_mobilenet(5);
+    let file =
+        leukoscope_model::onnx::OnnxFile::from_proto(Path::new("m.onnx"), model.clone()).unwrap();
+    let features = pooled_features(file.graph()).unwrap();
+    let plan = file.plan(&[features.as_str()]).unwrap();
+    let pictures: Vec<(std::path::PathBuf, usize)> = LABELS
+        .iter()
+        .enumerate()
+        .flat_map(|(c, l)| {
+            leukoscope_model::images::expand_paths(&[cal.join(l)])
+                .into_iter()
+                .map(move |p| (p, c))
+        })
+        .collect();
+    let feature_of = |p: &Path| -> Vec<f32> {
+        let x = image_to_input(&decode_image(p).unwrap(), &contract()).unwrap();
+        let t = Tensor::from_shape(&[1, 3, 24, 24], &x).unwrap();
+        let out = plan.run(tvec!(t.into())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let feats: Vec<Vec<f32>> = pictures.iter().map(|(p, _)| feature_of(p)).collect();
+    let classes: Vec<usize> = pictures.iter().map(|(_, c)| *c).collect();
+    let fit = MahalanobisFit::fit(&feats, &classes, 4, 0.2).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    fit.append_to_graph(g, &features).unwrap();
+    apply_temperature(g, 1.5).unwrap();
+    let mut c = contract();
+    c.temperature = Some(1.5);
+    c.unfamiliarity = Some(Unfamiliarity {
+        output: "unfamiliarity".into(),
+        method: "mahalanobis".into(),
+        features: features.clone(),
+        dims: fit.dims(),
+        threshold: 10.0,
+        validation_rejected: 0.0,
+        shrinkage: 0.2,
+    });
+    model.metadata_props = c
+        .to_metadata()
+        .into_iter()
+        .map(|(key, value)| pb::StringStringEntryProto { key, value })
+        .collect();
+    let f32_path = d.path().join("m.onnx");
+    std::fs::write(&f32_path, model.encode_to_vec()).unwrap();
+
+    let out = d.path().join("m-int8.onnx");
+    run(&f32_path, &out, &options(&cal), &Silent).unwrap();
+    let q = decode(&out);
+    for n in &q.graph.as_ref().unwrap().node {
+        if is_uncertainty_node(&n.name) {
+            assert!(
+                !n.op_type.starts_with("QLinear") && !n.input.iter().any(|i| i.contains("quant")),
+                "{} became {} {:?}",
+                n.name,
+                n.op_type,
+                n.input
+            );
+        }
+    }
+    let a = OnnxClassifier::load(&f32_path, &Default::default()).unwrap();
+    let b = OnnxClassifier::load(&out, &Default::default()).unwrap();
+    assert_eq!(b.contract().unfamiliarity, a.contract().unfamiliarity);
+    for (p, _) in pictures.iter().take(12) {
+        let x = image_to_input(&decode_image(p).unwrap(), &contract()).unwrap();
+        let (pa, pb) = (a.predict(&x).unwrap(), b.predict(&x).unwrap());
+        let (ua, ub) = (pa.unfamiliarity.unwrap(), pb.unfamiliarity.unwrap());
+        // The f32 score against the fit's own; int8 features move it only a little.
+        assert!((ua - fit.score(&feature_of(p))).abs() < 1e-3 * ua.max(1.0));
+        assert!((ua - ub).abs() < 0.25 * ua.max(1.0), "{ua} vs {ub}");
+    }
+}

@@ -82,7 +82,7 @@ struct SplitOutputs {
 
 fn run_split(
     file: &OnnxFile,
-    plan: &TypedRunnableModel,
+    plan: &std::sync::Arc<TypedRunnableModel>,
     data: &Path,
     manifest: &Path,
     split: &str,

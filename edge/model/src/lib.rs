@@ -32,5 +32,6 @@ pub mod operating_point;
 pub mod picture;
 pub mod preprocess;
 pub mod seeded;
+pub mod shift;
 pub mod slide_simulation;
 pub mod variant;

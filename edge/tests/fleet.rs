@@ -246,7 +246,11 @@ fn blast(seed: u64) -> Vec<u8> {
 
 /// Picture `i` of a stream: every third a blast.
 fn picture(i: u64) -> Vec<u8> {
-    if i.is_multiple_of(3) { blast(i) } else { benign(i) }
+    if i.is_multiple_of(3) {
+        blast(i)
+    } else {
+        benign(i)
+    }
 }
 
 /// A kit config: its site and name, and what else the test adds.
@@ -417,12 +421,30 @@ fn a_session_reaches_the_collector_exactly() {
     let d = dir.path();
     let broker = Broker::start(d, "");
     let central = d.join("central.db");
-    let collector = Collector::start(&broker.url(), &central, &d.join("collect.log"), &[]);
-    let config = kit_config(d, "kit-a", "");
+    let pictures = d.join("pictures");
+    let collector = Collector::start(
+        &broker.url(),
+        &central,
+        &d.join("collect.log"),
+        &["--pictures", pictures.to_str().unwrap()],
+    );
+    // Flagged frames' pictures are kept on the kit and sent with their results.
+    let config = kit_config(d, "kit-a", "send_pictures = true\n");
     let kit_db = d.join("kit.db");
     let log = d.join("kit.log");
+    let flagged = d.join("flagged");
     let mut kit = Kit::spawn(
-        edge_run(d, &config, &kit_db, &["--fleet-broker", &broker.url()]),
+        edge_run(
+            d,
+            &config,
+            &kit_db,
+            &[
+                "--fleet-broker",
+                &broker.url(),
+                "--flagged-dir",
+                flagged.to_str().unwrap(),
+            ],
+        ),
         &log,
     );
     const N: u64 = 6;
@@ -446,6 +468,30 @@ fn a_session_reaches_the_collector_exactly() {
     );
     assert_same(&kit_db, &central, "kit-a");
     assert_eq!(unsent(&kit_db), 0);
+    // The blast frames' pictures came along, byte for byte.
+    let kit_store = Store::open_read_only(&kit_db).unwrap();
+    let central_store = Store::open_read_only(&central).unwrap();
+    let kit_frames = kit_store.frames(1).unwrap();
+    let central_frames = central_store.frames(1).unwrap();
+    let kept = kit_frames
+        .iter()
+        .filter(|f| f.frame.kept_image.is_some())
+        .count();
+    assert_eq!(kept, 2, "pictures 3 and 6 are blasts");
+    for (k, c) in kit_frames.iter().zip(&central_frames) {
+        match (&k.frame.kept_image, &c.frame.kept_image) {
+            (Some(kp), Some(cp)) => {
+                assert_eq!(cp, &Path::new("kit-a").join(kp));
+                assert_eq!(
+                    std::fs::read(pictures.join(cp)).unwrap(),
+                    std::fs::read(flagged.join(kp)).unwrap()
+                );
+            }
+            (None, None) => {}
+            other => panic!("kept pictures differ: {other:?}"),
+        }
+    }
+    drop((kit_store, central_store));
     // The status message said the kit went offline with nothing left to send.
     wait_until(Duration::from_secs(10), "the kit's status", || {
         open(&central).is_some_and(|s| {

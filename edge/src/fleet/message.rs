@@ -165,3 +165,90 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Decoded, String> {
         picture,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FrameRecord, Quality, StoredDecision};
+
+    fn entry(kind: OutboxKind, row_id: i64, change: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: 9,
+            kind,
+            row_id,
+            change: change.into(),
+            created: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_frame_message_round_trips_with_nan_and_its_picture() {
+        let row = FrameRow {
+            id: 42,
+            frame: FrameRecord {
+                session: 3,
+                seq: 7,
+                time: Utc::now(),
+                origin: "stdin".into(),
+                sha256: "ab".repeat(32),
+                width: 640,
+                height: 480,
+                quality: Some(Quality {
+                    focus: f32::NAN,
+                    mean: 0.5,
+                    p999: 0.9,
+                    clipped_fraction: 0.0,
+                    stained_fraction: 0.1,
+                }),
+                decision: StoredDecision::Uncertain,
+                retake_reason: None,
+                label: Some("Pro".into()),
+                confidence: Some(0.6),
+                probabilities: vec![0.4, f32::NAN],
+                model_sha256: "0".repeat(64),
+                software_version: "t".into(),
+                kept_image: Some("s3/7.jpg".into()),
+                tile: None,
+                field: Some(2),
+            },
+            image_evicted: None,
+            device: None,
+            device_frame: None,
+        };
+        let e = entry(OutboxKind::Frame, 42, "result");
+        assert_eq!(message_id("kit-1", &e), "kit-1/frame/42");
+        let payload = frame_payload("kit-1", "north", &e, &row, Some(("s3/7.jpg", b"JPEG")));
+        let d = decode(&topic("north", "kit-1", "frame"), &payload).unwrap();
+        assert_eq!(d.received.message_id, "kit-1/frame/42");
+        assert_eq!(
+            (d.received.site.as_str(), d.received.device.as_str()),
+            ("north", "kit-1")
+        );
+        assert_eq!(d.picture, Some(("s3/7.jpg".into(), b"JPEG".to_vec())));
+        let ReceivedKind::Frame(back) = d.received.kind else {
+            panic!("not a frame")
+        };
+        assert_eq!(back.id, 42);
+        assert_eq!(back.frame.seq, 7);
+        assert_eq!(back.frame.probabilities[0], 0.4);
+        assert!(back.frame.probabilities[1].is_nan());
+        assert!(back.frame.quality.unwrap().focus.is_nan());
+    }
+
+    #[test]
+    fn session_ids_carry_the_change_and_bad_messages_are_refused() {
+        let e = entry(OutboxKind::Session, 5, "closed");
+        assert_eq!(message_id("kit-1", &e), "kit-1/session/5/closed");
+        assert_eq!(subscription(None), "leukoscope/+/+/+");
+        assert_eq!(subscription(Some("north")), "leukoscope/north/+/+");
+        assert!(decode("leukoscope/north/kit-1/frame", b"not json").is_err());
+        assert!(decode("other/north/kit-1/frame", b"{}").is_err());
+        assert!(decode("leukoscope/north/kit-1/frame", b"{\"device\":\"kit-2\"}").is_err());
+        let status = status_payload("kit-1", "north", "online", Some(3));
+        let d = decode("leukoscope/north/kit-1/status", &status).unwrap();
+        assert!(matches!(
+            d.received.kind,
+            ReceivedKind::Status { ref state, backlog: Some(3), .. } if state == "online"
+        ));
+    }
+}

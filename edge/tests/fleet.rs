@@ -77,6 +77,10 @@ fn main() {
             "tls_with_a_password_works_and_a_wrong_password_is_reported_while_screening_goes_on",
             tls_with_a_password_works_and_a_wrong_password_is_reported_while_screening_goes_on,
         ),
+        broker(
+            "the_bench_moves_a_backlog_through_publisher_and_collector",
+            the_bench_moves_a_backlog_through_publisher_and_collector,
+        ),
         Trial::test("a_full_outbox_stops_recording_like_a_full_disk", || {
             a_full_outbox_stops_recording_like_a_full_disk();
             Ok(())
@@ -856,6 +860,39 @@ fn tls_with_a_password_works_and_a_wrong_password_is_reported_while_screening_go
         line.contains("WARN") && line.contains("bad user name or password"),
         "{line}"
     );
+}
+
+/// `edge fleet bench` (a small run): a backlog sent at once through a publisher and a collector
+/// in one process (the collector takes it in batches), then paced results; every figure is
+/// there.
+fn the_bench_moves_a_backlog_through_publisher_and_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), "");
+    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["fleet", "bench", "--broker", &broker.url()])
+        .args([
+            "--results",
+            "600",
+            "--latency-results",
+            "20",
+            "--rate",
+            "100",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "publisher_per_s",
+        "collector_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+    ] {
+        let v = r[key].as_f64().unwrap_or_else(|| panic!("{key}: {r}"));
+        assert!(v.is_finite() && v >= 0.0, "{key}: {r}");
+    }
+    assert_eq!(r["latency_results"], 20, "{r}");
 }
 
 fn a_full_outbox_stops_recording_like_a_full_disk() {

@@ -155,6 +155,9 @@ pub fn run(
     let (mut published, mut collected) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(600);
     while (published.is_none() || collected.is_none()) && Instant::now() < deadline {
+        if collector.is_finished() {
+            return Err(collector_ended(collector, broker));
+        }
         if published.is_none() && kit.outbox_backlog()?.unsent == 0 {
             published = Some(started.elapsed());
         }
@@ -188,6 +191,9 @@ pub fn run(
     let expected = expected + options.latency_results;
     let deadline = Instant::now() + Duration::from_secs(120);
     while received(&central)? < expected {
+        if collector.is_finished() {
+            return Err(collector_ended(collector, broker));
+        }
         if Instant::now() > deadline {
             return Err(timed_out());
         }
@@ -232,6 +238,24 @@ pub fn run(
         latency_ms_p99: pick(0.99),
         latency_ms_max: pick(1.0),
     })
+}
+
+/// Why the bench's collector ended before the end.
+fn collector_ended(
+    collector: std::thread::JoinHandle<Result<super::CollectSummary, FleetError>>,
+    broker: &BrokerSettings,
+) -> FleetError {
+    match collector.join() {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => FleetError::Broker {
+            url: broker.url.to_string(),
+            reason: "the bench's collector stopped early".into(),
+        },
+        Err(_) => FleetError::Broker {
+            url: broker.url.to_string(),
+            reason: "the bench's collector panicked".into(),
+        },
+    }
 }
 
 /// The collector's database, once it exists (read-only).

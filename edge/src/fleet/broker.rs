@@ -251,7 +251,7 @@ pub fn probe(
             Err(_) => break Err(format!("{}: no answer within {timeout:?}", settings.url)),
         }
     };
-    let _ = client.disconnect();
+    let _ = client.try_disconnect();
     result
 }
 

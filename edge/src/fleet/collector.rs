@@ -10,6 +10,7 @@
 //! messages again and applies each once. A message that is not a leukoscope message is logged
 //! and acknowledged (dropped), so it cannot block the queue.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -88,7 +89,17 @@ pub fn collect(
     let mut last_error: Option<String> = None;
     let mut backoff = Duration::from_millis(200);
     let mut batch: Vec<Publish> = Vec::new();
+    // Committed messages whose acknowledgement is not yet handed to the event loop: its request
+    // queue is only drained while the connection is polled (here), so a blocking `ack` on a
+    // full queue would wait for ever.
+    let mut acks: VecDeque<Publish> = VecDeque::new();
     while !shutdown.load(Ordering::SeqCst) {
+        while let Some(p) = acks.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            acks.pop_front();
+        }
         let event = match connection.recv_timeout(Duration::from_millis(200)) {
             Ok(event) => event,
             Err(_) => continue,
@@ -135,7 +146,9 @@ pub fn collect(
                         Err(_) => break,
                     }
                 }
-                apply(&mut store, options, &client, &mut batch, &mut summary)?;
+                apply(&mut store, options, &mut batch, &mut summary)?;
+                // Acknowledged only now, after the commit.
+                acks.extend(batch.drain(..));
             }
             Ok(_) => {}
             Err(e) => {
@@ -152,7 +165,7 @@ pub fn collect(
             }
         }
     }
-    let _ = client.disconnect();
+    let _ = client.try_disconnect();
     let _ = connection.recv_timeout(Duration::from_millis(500));
     info!(
         "fleet collect: {} message(s), {} applied, {} duplicate(s), {} rejected",
@@ -161,12 +174,11 @@ pub fn collect(
     Ok(summary)
 }
 
-/// Decodes a batch, keeps its pictures, commits it, and only then acknowledges every message.
+/// Decodes a batch, keeps its pictures and commits it (the caller then acknowledges it).
 fn apply(
     store: &mut Store,
     options: &CollectOptions,
-    client: &Client,
-    batch: &mut Vec<Publish>,
+    batch: &mut [Publish],
     summary: &mut CollectSummary,
 ) -> Result<(), FleetError> {
     let mut received: Vec<Received> = Vec::with_capacity(batch.len());
@@ -191,11 +203,6 @@ fn apply(
         "fleet collect: committed {} message(s), {applied} new",
         batch.len()
     );
-    for p in batch.drain(..) {
-        if let Err(e) = client.ack(&p) {
-            warn!("fleet collect: cannot acknowledge a message (it comes again): {e}");
-        }
-    }
     Ok(())
 }
 

@@ -256,7 +256,7 @@ impl Worker {
             return Ended::Lost(format!("cannot start the MQTT thread: {e}"));
         }
         let ended = self.connected(&client, generation);
-        let _ = client.disconnect();
+        let _ = client.try_disconnect();
         ended
     }
 

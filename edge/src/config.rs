@@ -494,6 +494,39 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_section_is_off_by_default_checked_and_its_files_resolved() {
+        let c: RunConfig = toml::from_str("").unwrap();
+        assert!(!c.fleet.enabled());
+        assert_eq!(
+            c.fleet.outbox_max_rows,
+            crate::store::DEFAULT_OUTBOX_MAX_ROWS
+        );
+        assert!(!c.fleet.device_name().is_empty());
+        for (bad, key) in [
+            ("broker = \"ftp://h\"", "fleet.broker"),
+            ("site = \"a/b\"", "fleet.site"),
+            ("device = \"#\"", "fleet.device"),
+            ("client_cert = \"c.pem\"", "client_key"),
+            ("outbox_max_rows = 0", "outbox_max_rows"),
+        ] {
+            let c: RunConfig = toml::from_str(&format!("[fleet]\n{bad}\n")).unwrap();
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kit.toml");
+        std::fs::write(
+            &file,
+            "[fleet]\nbroker = \"mqtts://b:8883\"\ndevice = \"kit-7\"\nca_file = \"ca.crt\"\n",
+        )
+        .unwrap();
+        let c = RunConfig::load(&file).unwrap();
+        assert!(c.fleet.enabled());
+        assert_eq!(c.fleet.device_name(), "kit-7");
+        assert_eq!(c.fleet.ca_file, Some(dir.path().join("ca.crt")));
+    }
+
+    #[test]
     fn an_empty_file_gives_the_defaults() {
         let config: RunConfig = toml::from_str("").unwrap();
         assert_eq!(config, RunConfig::default());

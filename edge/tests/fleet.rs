@@ -525,6 +525,21 @@ fn a_session_reaches_the_collector_exactly() {
     assert!(sessions.contains("kit-a"), "{sessions}");
     let csv = edge(&["export", "--session", "1", "--format", "csv"]);
     assert!(csv.lines().nth(1).unwrap().contains(",kit-a,"), "{csv}");
+    let report = d.join("report");
+    edge(&[
+        "report",
+        "--session",
+        "1",
+        "--out",
+        report.to_str().unwrap(),
+        "--flagged-dir",
+        pictures.to_str().unwrap(),
+    ]);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("kit-a (site clinic, session 1 on the kit)"),
+        "{md}"
+    );
     let status = edge(&["fleet", "status"]);
     assert!(
         status.contains("clinic") && status.contains("kit-a") && status.contains("offline"),

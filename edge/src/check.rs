@@ -3,7 +3,7 @@
 //! result: the config, the model files, their pins and signatures, the model's self-test, the
 //! database (writable, schema current), free space, the flagged-pictures folder, the frame
 //! source (a camera delivers frames: format, resolution, measured fps, its controls), the serial
-//! port, the LEDs and display, the button. The systemd unit runs it before `edge run`
+//! port, the LEDs and display, the button, and with `[fleet]` the outbox and the broker. The systemd unit runs it before `edge run`
 //! (`ExecStartPre`), so a kit that is not ready says why in the journal instead of screening.
 
 use std::fmt;
@@ -27,6 +27,9 @@ pub enum Outcome {
     Fail,
     /// Not configured, or not something this check can open (e.g. a pipe on stdin).
     Skip,
+    /// Works, but not as it should: `edge run` starts and screens (e.g. the fleet broker is
+    /// unreachable or refuses the kit: results wait in the outbox).
+    Warn,
 }
 
 impl fmt::Display for Outcome {
@@ -35,6 +38,7 @@ impl fmt::Display for Outcome {
             Outcome::Pass => "ok",
             Outcome::Fail => "FAIL",
             Outcome::Skip => "skip",
+            Outcome::Warn => "WARN",
         })
     }
 }
@@ -68,6 +72,8 @@ pub struct CheckOptions {
     pub first_frame_timeout: Duration,
     /// A camera's frame rate is measured over this long after its first frame.
     pub fps_window: Duration,
+    /// Wait at most this long for the fleet broker's answer.
+    pub broker_timeout: Duration,
 }
 
 impl Default for CheckOptions {
@@ -75,6 +81,7 @@ impl Default for CheckOptions {
         CheckOptions {
             first_frame_timeout: Duration::from_secs(10),
             fps_window: Duration::from_secs(2),
+            broker_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -159,7 +166,39 @@ pub fn check_deployment(
         Some(line) => row("button", button_check(line)),
         None => skip("button", "not configured"),
     });
+    checks.extend(fleet_checks(&config, options));
     finish(config_path, checks)
+}
+
+/// Fleet forwarding: the outbox (a full one fails: `edge run` would stop recording) and the
+/// broker (unreachable or refusing the kit is a warning, never a failure: the kit screens and
+/// its results wait in the outbox, and the systemd unit must still start `edge run`).
+fn fleet_checks(config: &RunConfig, options: &CheckOptions) -> Vec<CheckResult> {
+    if !config.fleet.enabled() {
+        return vec![skip(
+            "fleet",
+            "not configured ([fleet] broker): results stay on the kit",
+        )];
+    }
+    let report = crate::fleet::SyncReport::gather(config, options.broker_timeout);
+    let outbox = if report.outbox_full() {
+        row(
+            "fleet outbox",
+            Err(format!("full: {}", report.backlog_line())),
+        )
+    } else {
+        row("fleet outbox", Ok(report.backlog_line()))
+    };
+    let broker = match report.connection {
+        Some(Ok(detail)) => row("fleet broker", Ok(detail)),
+        Some(Err(reason)) => CheckResult {
+            check: "fleet broker",
+            result: Outcome::Warn,
+            detail: format!("{reason}; results wait in the outbox"),
+        },
+        None => skip("fleet broker", "off"),
+    };
+    vec![outbox, broker]
 }
 
 fn finish(config: Option<&Path>, checks: Vec<CheckResult>) -> CheckReport {

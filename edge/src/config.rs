@@ -69,6 +69,96 @@ pub struct RunConfig {
     /// format, else text.
     #[serde(rename = "events")]
     pub events_format: Option<hardware::LineFormat>,
+    /// Forwarding results to a fleet's MQTT broker (off unless `broker` is set).
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: forwarding every committed session change and frame result to an MQTT broker,
+/// through the database's outbox ([`crate::fleet`]). Off unless `broker` is set (or
+/// `edge run --fleet-broker URL`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `mqtt://HOST:PORT` (plain TCP, port 1883 when left out) or `mqtts://HOST:PORT` (TLS,
+    /// 8883). None: forwarding is off and no outbox row is written.
+    pub broker: Option<String>,
+    /// The site the kit screens for (a topic level: no `/`, `+`, `#`).
+    pub site: String,
+    /// The kit's name, unique in the fleet (a topic level). Default: the host name.
+    pub device: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (`mqtts://`); none: the
+    /// system's root certificates.
+    pub ca_file: Option<PathBuf>,
+    /// User name for the broker.
+    pub username: Option<String>,
+    /// Password for the broker (prefer `password_file`).
+    pub password: Option<String>,
+    /// File holding the password (its first line), readable only by the service.
+    pub password_file: Option<PathBuf>,
+    /// PEM client certificate for TLS client authentication (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Cap of the outbox in rows: the oldest sent rows are pruned first; when every row is
+    /// unsent, recording stops with `ERROR code=outbox_full` (like a full disk).
+    pub outbox_max_rows: u64,
+    /// Also send the kept picture of each flagged (blast, uncertain) frame, base64 in its frame
+    /// message (`picture`), when `[store] flagged_dir` keeps them.
+    pub send_pictures: bool,
+    /// Seconds between the kit's retained status messages (online, backlog).
+    pub status_interval_s: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            broker: None,
+            site: "default".into(),
+            device: None,
+            ca_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            client_cert: None,
+            client_key: None,
+            outbox_max_rows: crate::store::DEFAULT_OUTBOX_MAX_ROWS,
+            send_pictures: false,
+            status_interval_s: 60,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// Whether forwarding is on.
+    pub fn enabled(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    /// The kit's name: `device`, else the host name.
+    pub fn device_name(&self) -> String {
+        self.device.clone().unwrap_or_else(crate::fleet::host_name)
+    }
+
+    /// Checks the names and the broker URL.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("fleet.{m}"));
+        crate::fleet::check_topic_level(&self.site).map_err(|e| bad(format!("site: {e}")))?;
+        crate::fleet::check_topic_level(&self.device_name())
+            .map_err(|e| bad(format!("device: {e}")))?;
+        if let Some(url) = &self.broker {
+            crate::fleet::BrokerUrl::parse(url).map_err(|e| bad(format!("broker: {e}")))?;
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(bad("client_cert and fleet.client_key go together".into()));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(bad("password and fleet.password_file: give one".into()));
+        }
+        if self.outbox_max_rows == 0 {
+            return Err(bad("outbox_max_rows must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `[model]`
@@ -227,6 +317,15 @@ impl RunConfig {
         self.model.selftest_image.iter_mut().for_each(join);
         join(&mut self.store.db);
         self.store.flagged_dir.iter_mut().for_each(join);
+        let fleet = &mut self.fleet;
+        for p in [
+            &mut fleet.ca_file,
+            &mut fleet.password_file,
+            &mut fleet.client_cert,
+            &mut fleet.client_key,
+        ] {
+            p.iter_mut().for_each(join);
+        }
         self.source.spec = resolve_source_spec(&self.source.spec, base);
     }
 
@@ -288,6 +387,7 @@ impl RunConfig {
         }
         crate::source::v4l2::controls::validate(&self.source.options)
             .map_err(ConfigError::Invalid)?;
+        self.fleet.check()?;
         if self.model.selftest_image.is_some() != self.model.selftest_label.is_some() {
             return Err(ConfigError::Invalid(
                 "model.selftest_image and model.selftest_label go together".into(),
@@ -391,6 +491,39 @@ mod tests {
             toml::from_str("[source.options]\nwhite_balance_temperature = 4500\n").unwrap();
         let e = config.check().unwrap_err().to_string();
         assert!(e.contains("white_balance_auto = false"), "{e}");
+    }
+
+    #[test]
+    fn the_fleet_section_is_off_by_default_checked_and_its_files_resolved() {
+        let c: RunConfig = toml::from_str("").unwrap();
+        assert!(!c.fleet.enabled());
+        assert_eq!(
+            c.fleet.outbox_max_rows,
+            crate::store::DEFAULT_OUTBOX_MAX_ROWS
+        );
+        assert!(!c.fleet.device_name().is_empty());
+        for (bad, key) in [
+            ("broker = \"ftp://h\"", "fleet.broker"),
+            ("site = \"a/b\"", "fleet.site"),
+            ("device = \"#\"", "fleet.device"),
+            ("client_cert = \"c.pem\"", "client_key"),
+            ("outbox_max_rows = 0", "outbox_max_rows"),
+        ] {
+            let c: RunConfig = toml::from_str(&format!("[fleet]\n{bad}\n")).unwrap();
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kit.toml");
+        std::fs::write(
+            &file,
+            "[fleet]\nbroker = \"mqtts://b:8883\"\ndevice = \"kit-7\"\nca_file = \"ca.crt\"\n",
+        )
+        .unwrap();
+        let c = RunConfig::load(&file).unwrap();
+        assert!(c.fleet.enabled());
+        assert_eq!(c.fleet.device_name(), "kit-7");
+        assert_eq!(c.fleet.ca_file, Some(dir.path().join("ca.crt")));
     }
 
     #[test]

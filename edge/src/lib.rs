@@ -7,7 +7,8 @@
 //! then are shown on the panel and sent on the serial line (`hardware`). [`run`] is the device
 //! program that wires these together; [`config`] its settings; [`model_search`] where it finds
 //! its model; [`integrity`] the model checks at start; [`check`] the deployment check
-//! (`edge check`); [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
+//! (`edge check`); [`fleet`] forwards results to an MQTT broker and collects them from many
+//! kits; [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
 //! commands.
 
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod classify;
 pub mod config;
 pub mod fields;
 pub mod flagged;
+pub mod fleet;
 pub mod integrity;
 pub mod model_search;
 pub mod quality;

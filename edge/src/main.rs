@@ -63,6 +63,141 @@ enum Command {
     /// Write a one-page summary of a session (Markdown and HTML, with thumbnails of the flagged
     /// frames that were kept).
     Report(ReportArgs),
+    /// Fleet forwarding's other end: collect every kit's results from the MQTT broker into one
+    /// database (`collect`), list the kits heard from (`status`), measure throughput and
+    /// latency (`bench`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// A kit's fleet forwarding: the outbox backlog (results not yet acknowledged by the
+    /// broker) and whether the broker of `[fleet]` accepts the kit's connection now. Exit status
+    /// 0 when connected (or forwarding is off), 1 otherwise.
+    Sync(SyncArgs),
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Subscribe to the broker (persistent session, QoS 1) and write every kit's sessions and
+    /// frames into one database (the kits' schema plus the device), dropping duplicates by
+    /// message id and acknowledging a message only after it is committed. Runs until SIGINT or
+    /// SIGTERM. `edge sessions`, `export` and `report` read that database.
+    Collect(CollectArgs),
+    /// The kits a collector's database has heard from: site, device, online/offline, the
+    /// backlog each last reported, when it was last seen, its sessions and frames.
+    Status(FleetStatusArgs),
+    /// Measure, through a running broker: results/s the publisher and the collector sustain
+    /// (a backlog sent at once) and the latency from a kit's commit to the collector's commit
+    /// (p50, p99) at a steady rate. Scratch databases go to a temporary folder.
+    Bench(FleetBenchArgs),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// Broker URL, `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (default: the config's
+    /// `[fleet] broker`).
+    #[arg(long)]
+    broker: Option<String>,
+    /// Device config to take `[fleet]` broker settings (TLS, credentials) from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// PEM file of the CA that signed the broker's certificate (`mqtts://`).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// User name for the broker.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the broker password (first line).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn settings(&self) -> Result<edge::fleet::BrokerSettings> {
+        let mut fleet = match &self.config {
+            Some(c) => edge::config::RunConfig::load(c)?.fleet,
+            None => edge::config::FleetConfig::default(),
+        };
+        if let Some(b) = &self.broker {
+            fleet.broker = Some(b.clone());
+        }
+        if let Some(f) = &self.ca_file {
+            fleet.ca_file = Some(f.clone());
+        }
+        if let Some(u) = &self.username {
+            fleet.username = Some(u.clone());
+        }
+        if let Some(f) = &self.password_file {
+            fleet.password = None;
+            fleet.password_file = Some(f.clone());
+        }
+        fleet.check()?;
+        edge::fleet::BrokerSettings::from_config(&fleet)?
+            .context("no broker: give --broker URL (or a config with [fleet] broker)")
+    }
+}
+
+#[derive(Args)]
+struct CollectArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// The collector's database (created if needed).
+    #[arg(long)]
+    db: PathBuf,
+    /// Only this site's kits (default: every site).
+    #[arg(long)]
+    site: Option<String>,
+    /// The client id the broker keeps this collector's session under (default:
+    /// `leukoscope-collector-<site or all>`). Keep it fixed: messages published while the
+    /// collector is down are delivered to it when it is back.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Write the pictures kits send (`[fleet] send_pictures`) under this folder, one subfolder
+    /// per device; `edge report --flagged-dir` shows them.
+    #[arg(long)]
+    pictures: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FleetStatusArgs {
+    /// The collector's database.
+    #[arg(long)]
+    db: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+}
+
+#[derive(Args)]
+struct FleetBenchArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Results in the backlog of the throughput measurement.
+    #[arg(long, default_value_t = 2000)]
+    results: usize,
+    /// Results of the latency measurement.
+    #[arg(long, default_value_t = 300)]
+    latency_results: usize,
+    /// Commits per second during the latency measurement.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    /// Device config file (TOML, as for `edge run`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Broker URL to check instead of the config's (as `edge run --fleet-broker`).
+    #[arg(long)]
+    fleet_broker: Option<String>,
+    /// Seconds to wait for the broker's answer.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
 }
 
 #[derive(Args)]
@@ -218,6 +353,10 @@ struct RunArgs {
     /// Print no event lines on stdout.
     #[arg(long)]
     quiet: bool,
+    /// Forward every result to this MQTT broker (`mqtt://HOST:PORT`, `mqtts://HOST:PORT`):
+    /// turns fleet forwarding on, over the config's `[fleet] broker`.
+    #[arg(long, value_name = "URL")]
+    fleet_broker: Option<String>,
 }
 
 #[derive(Args)]
@@ -679,6 +818,29 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Fields(a) => measure_fields(a),
+        Command::Fleet(c) => fleet(c),
+        Command::Sync(a) => {
+            let mut config = match &a.config {
+                Some(path) => edge::config::RunConfig::load(path)?,
+                None => edge::config::RunConfig::default(),
+            };
+            if let Some(b) = &a.fleet_broker {
+                config.fleet.broker = Some(b.clone());
+                config.check()?;
+            }
+            let report =
+                edge::fleet::SyncReport::gather(&config, std::time::Duration::from_secs(a.timeout));
+            let mut out = std::io::stdout().lock();
+            match a.format {
+                BenchFormat::Table => report.write_text(&mut out),
+                BenchFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?),
+            }
+            .context("cannot write output")?;
+            Ok(match &report.connection {
+                Some(Err(_)) => 1,
+                _ => 0,
+            })
+        }
         Command::Bench(a) => {
             leukoscope_model::bench::set_engine_threads(a.threads);
             let model = a.model.load(None)?;
@@ -747,6 +909,85 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 /// The operating-point figures of `edge evaluate`, in a few lines (the report has them all).
+fn fleet(c: FleetCommand) -> Result<i32> {
+    match c {
+        FleetCommand::Collect(a) => {
+            let broker = a.broker.settings()?;
+            if let Some(site) = &a.site {
+                edge::fleet::check_topic_level(site).map_err(|e| anyhow::anyhow!("--site: {e}"))?;
+            }
+            let mut options = edge::fleet::CollectOptions::new(broker, a.db.clone(), a.site);
+            if let Some(id) = a.client_id {
+                options.client_id = id;
+            }
+            options.pictures = a.pictures;
+            let shutdown = edge::run::shutdown_flag().context("cannot install signal handlers")?;
+            let summary = edge::fleet::collect(&options, &shutdown)?;
+            eprintln!(
+                "{} message(s) received, {} applied, {} duplicate(s) dropped, {} rejected",
+                summary.messages, summary.applied, summary.duplicates, summary.rejected
+            );
+            Ok(0)
+        }
+        FleetCommand::Status(a) => {
+            if !a.db.exists() {
+                bail!("{}: no such collector database", a.db.display());
+            }
+            let store = edge::store::Store::open_read_only(&a.db)?;
+            let devices = store.fleet_devices()?;
+            let mut out = std::io::stdout().lock();
+            match a.format {
+                BenchFormat::Table => edge::fleet::write_devices_table(&devices, &mut out),
+                BenchFormat::Json => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&devices)?)
+                }
+            }
+            .context("cannot write output")?;
+            Ok(0)
+        }
+        FleetCommand::Bench(a) => {
+            let broker = a.broker.settings()?;
+            let scratch =
+                std::env::temp_dir().join(format!("leukoscope-fleet-bench-{}", std::process::id()));
+            let options = edge::fleet::bench::BenchOptions {
+                results: a.results,
+                latency_results: a.latency_results,
+                rate: a.rate,
+            };
+            let r = edge::fleet::bench::run(&broker, &scratch, &options);
+            let _ = std::fs::remove_dir_all(&scratch);
+            let r = r?;
+            match a.format {
+                BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                BenchFormat::Table => {
+                    println!("broker {}", broker.url);
+                    println!(
+                        "throughput, a backlog of {} results sent at once:",
+                        r.results
+                    );
+                    println!(
+                        "  publisher (acknowledged by the broker) {:>9.1} results/s",
+                        r.publisher_per_s
+                    );
+                    println!(
+                        "  collector (committed)                  {:>9.1} results/s",
+                        r.collector_per_s
+                    );
+                    println!(
+                        "latency, kit commit → collector commit, {} results at {:.0}/s:",
+                        r.latency_results, r.rate
+                    );
+                    println!(
+                        "  p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms",
+                        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
 fn print_screening(f: &leukoscope_model::operating_point::ScreeningFigures) {
     use leukoscope_model::metrics::Proportion;
     let show = |p: &Proportion| match p.value {
@@ -960,6 +1201,9 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if let Some(t) = a.tile {
         c.source.tile = t;
+    }
+    if let Some(b) = &a.fleet_broker {
+        c.fleet.broker = Some(b.clone());
     }
     c.check()?;
     Ok(c)

@@ -219,7 +219,7 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         csv.lines()
             .next()
             .unwrap()
-            .contains(",slide_id,field,p_Benign"),
+            .contains(",slide_id,field,device,p_Benign"),
         "{csv}"
     );
     let report = dir.path().join("report");

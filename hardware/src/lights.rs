@@ -160,7 +160,10 @@ impl LightState {
             LightState::Incomplete => [Off, LedMode::SLOW, LedMode::SLOW, blue],
             LightState::LampTest => [On, On, On, On],
             LightState::Fault(Fault::CameraLost) => [Off, Off, LedMode::SLOW, blue],
-            LightState::Fault(Fault::DiskFull) => [Off, LedMode::SLOW, Off, blue],
+            // An outbox full of unsent results stops recording like a full disk, and shows so.
+            LightState::Fault(Fault::DiskFull | Fault::OutboxFull) => {
+                [Off, LedMode::SLOW, Off, blue]
+            }
             LightState::Fault(Fault::ModelRefused) => {
                 [Off, LedMode::FAST_OTHER, LedMode::FAST, blue]
             }
@@ -463,6 +466,7 @@ mod tests {
         for fault in [
             Fault::CameraLost,
             Fault::DiskFull,
+            Fault::OutboxFull,
             Fault::ModelRefused,
             Fault::Internal,
         ] {

@@ -34,6 +34,9 @@ pub enum Fault {
     CameraLost,
     /// The disk where frames and reports go is full.
     DiskFull,
+    /// The outbox of results waiting for the fleet broker is full of unsent rows (a kit offline
+    /// for too long): like a full disk, nothing more can be recorded.
+    OutboxFull,
     /// The model failed its contract check (wrong hash, shape or classes) and was refused.
     ModelRefused,
     /// Anything else.
@@ -41,11 +44,13 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The `code` value of an `ERROR` line: `camera_lost`, `disk_full`, `model_refused`, `internal`.
+    /// The `code` value of an `ERROR` line: `camera_lost`, `disk_full`, `outbox_full`,
+    /// `model_refused`, `internal`.
     pub fn code(self) -> &'static str {
         match self {
             Fault::CameraLost => "camera_lost",
             Fault::DiskFull => "disk_full",
+            Fault::OutboxFull => "outbox_full",
             Fault::ModelRefused => "model_refused",
             Fault::Internal => "internal",
         }
@@ -56,6 +61,7 @@ impl Fault {
         match self {
             Fault::CameraLost => "camera lost",
             Fault::DiskFull => "disk full",
+            Fault::OutboxFull => "outbox full",
             Fault::ModelRefused => "model refused",
             Fault::Internal => "internal error",
         }

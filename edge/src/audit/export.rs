@@ -5,12 +5,16 @@
 //! The columns are [`CSV_COLUMNS`] in that order, then one `p_<label>` column per model label in
 //! the session's label order. Columns are only ever added at the end of the fixed block in later
 //! versions. Times are RFC 3339 UTC with milliseconds; an absent or NaN value is an empty field;
-//! `kept_image` is relative to the flagged-images folder.
+//! `kept_image` is relative to the flagged-images folder. `device` (added last) is the kit a
+//! collector's database (`edge fleet collect`) got the result from, empty on a kit.
 //!
 //! # JSON export
 //! `{"session": {…}, "frames": [{…}, …]}`: the session as [`SessionRow`] and its frames as
 //! [`FrameRow`] (field names as in the CSV header; `probabilities` an array in the session's label
-//! order, `quality` an object or `null`).
+//! order, `quality` an object or `null`). In a collector's database the session also has
+//! `device`, `site` and `device_session`, each frame `device` and `device_frame` (left out on a
+//! kit). These objects, with `message_id`, `device`, `site`, `change` and `committed` added, are
+//! the fleet's MQTT messages ([`crate::fleet`]).
 
 use std::io::Write;
 
@@ -18,7 +22,7 @@ use super::AuditError;
 use crate::store::{FrameRow, SessionRow, Store, format_time};
 
 /// The fixed CSV columns, in order (the `p_<label>` columns follow).
-pub const CSV_COLUMNS: [&str; 24] = [
+pub const CSV_COLUMNS: [&str; 25] = [
     "frame_id",
     "session_id",
     "seq",
@@ -43,6 +47,7 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "image_evicted",
     "slide_id",
     "field",
+    "device",
 ];
 
 /// `edge export --format`: what [`export_session`] writes.
@@ -137,6 +142,7 @@ fn csv_row(session: &SessionRow, row: &FrameRow) -> Vec<String> {
         row.image_evicted.map_or(String::new(), |t| format_time(&t)),
         opt(&session.slide_id),
         f.field.map_or(String::new(), |n| n.to_string()),
+        opt(&row.device),
     ];
     for i in 0..session.labels.len() {
         cells.push(num(f.probabilities.get(i).copied()));

@@ -184,7 +184,7 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
         (Some(t), None) => format_time(&t),
         (None, _) => "-".into(),
     };
-    let details = vec![
+    let mut details = vec![
         ("State", session.state.to_string()),
         ("Started", format_time(&session.started)),
         ("Stopped", stop),
@@ -203,6 +203,14 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
         ("Labels", session.labels.join(", ")),
         ("Decision rule", session.rule.to_string()),
     ];
+    if let Some(device) = &session.device {
+        // A collector's database: which kit screened it, and its id there.
+        let kit = match (&session.site, session.device_session) {
+            (Some(site), Some(id)) => format!("{device} (site {site}, session {id} on the kit)"),
+            _ => device.clone(),
+        };
+        details.insert(0, ("Device", kit));
+    }
     Facts {
         title,
         verdict: verdict_line(session),

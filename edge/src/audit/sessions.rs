@@ -12,15 +12,21 @@ pub fn list_sessions(store: &Store) -> Result<Vec<SessionRow>, StoreError> {
 }
 
 /// Writes sessions as an aligned text table: id, slide, started, stopped, frames, fields (good
-/// fields, `-` when not tracked), state, verdict.
+/// fields, `-` when not tracked), state, verdict. In a collector's database (`edge fleet
+/// collect`) two columns follow the id: the kit (`DEVICE`) and the session's id on it
+/// (`KIT ID`).
 pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io::Result<()> {
-    let header = [
+    let fleet = rows.iter().any(|r| r.device.is_some());
+    let mut header = vec![
         "ID", "SLIDE", "STARTED", "STOPPED", "FRAMES", "FIELDS", "STATE", "VERDICT",
     ];
-    let cells: Vec<[String; 8]> = rows
+    if fleet {
+        header.splice(1..1, ["DEVICE", "KIT ID"]);
+    }
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.id.to_string(),
                 r.slide_id.clone().unwrap_or_else(|| "-".into()),
                 short_time(&format_time(&r.started)),
@@ -33,10 +39,21 @@ pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io
                     .map_or_else(|| "-".into(), |n| n.to_string()),
                 r.state.to_string(),
                 verdict_line(r),
-            ]
+            ];
+            if fleet {
+                row.splice(
+                    1..1,
+                    [
+                        r.device.clone().unwrap_or_else(|| "-".into()),
+                        r.device_session
+                            .map_or_else(|| "-".into(), |n| n.to_string()),
+                    ],
+                );
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -44,7 +61,7 @@ pub fn write_sessions_table(rows: &[SessionRow], out: &mut dyn Write) -> std::io
     }
     let line = |cols: &[&str]| -> String {
         let mut s = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+        for (i, (c, &w)) in cols.iter().zip(&widths).enumerate() {
             if i + 1 == cols.len() {
                 s.push_str(c);
             } else {

@@ -1,5 +1,5 @@
 //! Faults: what each one is, how it shows on every output, and which ones stop classifying (a
-//! full disk, a database or an inference error: frames are then dropped, never half-recorded;
+//! full disk, a full fleet outbox, a database or an inference error: frames are then dropped, never half-recorded;
 //! everything stored is kept, and the open session closes at once with reason `fault` and no
 //! verdict: `SLIDE verdict=incomplete`).
 
@@ -17,6 +17,7 @@ impl RunError {
         match self {
             RunError::ModelRefused(_) => Fault::ModelRefused,
             RunError::Store(StoreError::DiskFull { .. }) => Fault::DiskFull,
+            RunError::Store(StoreError::OutboxFull { .. }) => Fault::OutboxFull,
             RunError::Source(_) => Fault::CameraLost,
             _ => Fault::Internal,
         }
@@ -41,10 +42,10 @@ impl Device {
     /// The database refused a write: classifying stops, and the open session closes with no
     /// verdict.
     pub(super) fn store_failed(&mut self, e: StoreError) {
-        let fault = if matches!(e, StoreError::DiskFull { .. }) {
-            Fault::DiskFull
-        } else {
-            Fault::Internal
+        let fault = match e {
+            StoreError::DiskFull { .. } => Fault::DiskFull,
+            StoreError::OutboxFull { .. } => Fault::OutboxFull,
+            _ => Fault::Internal,
         };
         self.stop_for_fault(
             fault,
@@ -77,8 +78,11 @@ impl Device {
         }
     }
 
-    /// Disk-full and database faults stop classifying until restart.
+    /// Disk-full, outbox-full and database faults stop classifying until restart.
     pub(super) fn classifying_stopped(&self) -> bool {
-        matches!(self.fault, Some((Fault::DiskFull | Fault::Internal, _)))
+        matches!(
+            self.fault,
+            Some((Fault::DiskFull | Fault::OutboxFull | Fault::Internal, _))
+        )
     }
 }

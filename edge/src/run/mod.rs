@@ -25,6 +25,10 @@
 //! (`faults.rs`: frames are then dropped, never half-recorded), closes the open session with no
 //! verdict, says so on every output, and keeps what is stored; the exit status is then non-zero.
 //!
+//! With `[fleet] broker` set, the database queues every change in its outbox and a publisher
+//! thread ([`crate::fleet::publisher`]) sends it to the broker; classifying never waits for it.
+//! An outbox full of unsent rows is a fault like a full disk (`ERROR code=outbox_full`).
+//!
 //! [`bench`](mod@bench) times the same path end to end (`edge bench --pipeline`).
 
 pub mod bench;
@@ -125,6 +129,8 @@ pub struct Device {
     stopped_by_hand: bool,
     /// Catch-up pictures skipped as already recorded since that was last logged.
     catch_up_unlogged: u64,
+    /// The fleet publisher (`[fleet] broker`), sending the outbox in its own thread.
+    publisher: Option<crate::fleet::Publisher>,
 }
 
 impl Device {
@@ -214,6 +220,10 @@ impl Device {
             self.outputs.refresh();
         };
         self.close_session(end_reason);
+        if let Some(publisher) = self.publisher.take() {
+            // The closing session's message and what else is unsent, if the broker is there.
+            publisher.stop(Duration::from_secs(3));
+        }
         self.log_catch_up();
         self.summary.dropped = source.dropped_frames();
         source.stop();

@@ -1,15 +1,16 @@
 //! Starting the device: the model loaded and self-tested, the database opened, the disk
 //! checked, the flagged-pictures folder swept; a refusal is shown as a fault on every output.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hardware::DeviceStatus;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::model::{LoadedModel, load_model};
 use super::{Device, FramePipeline, Outputs, RunError, RunSummary, selftest};
 use crate::config::RunConfig;
 use crate::flagged::{CapPolicy, FlaggedImages};
+use crate::fleet::{BrokerSettings, Publisher, PublisherSettings};
 use crate::store::Store;
 
 impl Device {
@@ -20,7 +21,8 @@ impl Device {
         let started = Instant::now();
         let result = Self::start_inner(&config, &mut outputs);
         match result {
-            Ok((model, store, flagged)) => {
+            Ok((model, mut store, flagged)) => {
+                let publisher = start_publisher(&config, &mut store);
                 let pipeline = FramePipeline::new(
                     &model.classifier,
                     config.quality.clone(),
@@ -52,6 +54,7 @@ impl Device {
                     field_mode: crate::fields::FieldMode::Motion,
                     stopped_by_hand: false,
                     catch_up_unlogged: 0,
+                    publisher,
                 })
             }
             Err(e) => {
@@ -80,7 +83,12 @@ impl Device {
             &model.as_ref().map(|(_, d)| d.clone()).map_err(Clone::clone),
         );
         let (model, _) = model.map_err(RunError::ModelRefused)?;
-        let store = Store::open(&config.store.db);
+        // With fleet forwarding on, every change is also queued in the outbox (same transaction).
+        let store = if config.fleet.enabled() {
+            Store::open_with_outbox(&config.store.db, config.fleet.outbox_max_rows)
+        } else {
+            Store::open(&config.store.db)
+        };
         let detail = match &store {
             Ok(_) => Ok(format!("{} writable", config.store.db.display())),
             Err(e) => Err(e.to_string()),
@@ -101,6 +109,47 @@ impl Device {
             None => None,
         };
         Ok((model, store, flagged))
+    }
+}
+
+/// Starts the fleet publisher when `[fleet] broker` is set, and lets the writer wake it. A
+/// publisher that cannot start (a missing password file, an unreadable CA file) is logged as an
+/// error and classifying goes on: the outbox keeps every result for when it is fixed.
+fn start_publisher(config: &RunConfig, store: &mut Store) -> Option<Publisher> {
+    let fleet = &config.fleet;
+    let broker = match BrokerSettings::from_config(fleet) {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            error!("fleet forwarding off for this run: {e}; results wait in the outbox");
+            return None;
+        }
+    };
+    let settings = PublisherSettings {
+        broker,
+        site: fleet.site.clone(),
+        device: fleet.device_name(),
+        db: config.store.db.clone(),
+        pictures: config
+            .store
+            .flagged_dir
+            .clone()
+            .filter(|_| fleet.send_pictures),
+        status_interval: Duration::from_secs(fleet.status_interval_s.max(1)),
+    };
+    info!(
+        "fleet forwarding to {} as {}/{} (outbox cap {} rows)",
+        settings.broker.url, settings.site, settings.device, fleet.outbox_max_rows
+    );
+    match Publisher::start(settings) {
+        Ok(p) => {
+            store.set_outbox_notify(p.notifier());
+            Some(p)
+        }
+        Err(e) => {
+            error!("fleet forwarding off for this run: {e}; results wait in the outbox");
+            None
+        }
     }
 }
 

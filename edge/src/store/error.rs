@@ -17,6 +17,21 @@ pub enum StoreError {
         /// The database.
         path: PathBuf,
     },
+    /// The outbox of results waiting for the fleet broker holds its cap of rows, none of them
+    /// sent yet (unsent rows are never dropped): nothing more can be recorded until the broker
+    /// takes some. What was recorded before is intact. A fault like a full disk.
+    #[error(
+        "{}: outbox full ({rows} rows not yet sent to the fleet broker, cap {cap}), the result was not recorded (everything recorded before is intact)",
+        path.display()
+    )]
+    OutboxFull {
+        /// The database.
+        path: PathBuf,
+        /// Unsent rows.
+        rows: u64,
+        /// The configured cap (`[fleet] outbox_max_rows`).
+        cap: u64,
+    },
     /// Another process holds the database (another `edge run`, or a lock not released in time).
     #[error("{}: in use by another process: {detail}", path.display())]
     Busy {
@@ -96,6 +111,11 @@ impl StoreError {
     /// True for [`StoreError::DiskFull`].
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+
+    /// True for [`StoreError::OutboxFull`].
+    pub fn is_outbox_full(&self) -> bool {
+        matches!(self, StoreError::OutboxFull { .. })
     }
 }
 

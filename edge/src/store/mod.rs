@@ -34,16 +34,30 @@
 //! classifying and say so. The failed transaction is rolled back; everything committed before
 //! stays intact and readable.
 //!
+//! # Outbox (fleet forwarding)
+//! A writer opened with [`Store::open_with_outbox`] (`edge run` with `[fleet] broker` set) also
+//! writes one `outbox` row per session change (opened, closed, marked interrupted) and per frame
+//! result, **in the same transaction** as the change itself, so a result is either stored and
+//! queued for the broker or neither. The publisher ([`crate::fleet`]) sends them and marks them
+//! sent on the broker's acknowledgement. The outbox holds at most `max_rows` rows: the oldest
+//! *sent* rows are pruned first; unsent rows are never dropped, and when the cap is all unsent a
+//! frame or a new session is refused with [`StoreError::OutboxFull`] (a fault like a full
+//! disk). Closing a session or marking one interrupted is always queued, even over the cap, so
+//! the last word on a session is never lost.
+//!
 //! # Layout
 //! [`Store`] is defined here; its methods are spread by concern: `open.rs` (the writer's lock,
 //! pragmas, migrations and recovery; readers), `write.rs` (begin, record, close), `read.rs`
-//! (queries, recounting a session), `images.rs` (kept-image references). `types.rs` holds the
+//! (queries, recounting a session), `images.rs` (kept-image references),
+//! `outbox.rs` (the fleet outbox), `central.rs` (a collector's writes). `types.rs` holds the
 //! records, rows and enums with their stored words and times, `rows.rs` the SQLite rows and
 //! JSON columns, `error.rs` [`StoreError`], [`schema`] the tables and migrations.
 
+mod central;
 mod error;
 mod images;
 mod open;
+mod outbox;
 mod read;
 mod rows;
 pub mod schema;
@@ -57,7 +71,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+pub use central::{FleetDevice, Received, ReceivedKind};
 pub use error::StoreError;
+pub use outbox::{DEFAULT_OUTBOX_MAX_ROWS, OutboxBacklog, OutboxEntry, OutboxKind};
 pub use schema::SCHEMA_VERSION;
 pub(crate) use types::FrameFacts;
 pub use types::{
@@ -74,6 +90,8 @@ pub struct Store {
     recovered: Vec<i64>,
     /// Label count of sessions frames were recorded into (to check probabilities).
     label_counts: HashMap<i64, usize>,
+    /// The fleet outbox, when this writer queues its changes for the broker.
+    outbox: Option<outbox::Outbox>,
 }
 
 impl fmt::Debug for Store {

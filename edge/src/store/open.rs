@@ -22,6 +22,11 @@ impl Store {
     /// Opens the database as its writer, creating it (and its folder) if needed, migrating it to
     /// [`SCHEMA_VERSION`] and marking sessions left open by a crash as interrupted.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_inner(path, None)
+    }
+
+    /// [`Store::open`], with the outbox on when `outbox` gives its cap.
+    pub(super) fn open_inner(path: &Path, outbox: Option<u64>) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.to_path_buf(),
@@ -42,6 +47,7 @@ impl Store {
             _lock: Some(lock),
             recovered: Vec::new(),
             label_counts: HashMap::new(),
+            outbox: None,
         };
         store.configure_writer()?;
         store.migrate()?;
@@ -49,6 +55,9 @@ impl Store {
             .conn
             .execute_batch(schema::INDEXES)
             .map_err(|e| store.err("create the indexes", e))?;
+        if let Some(max_rows) = outbox {
+            store.start_outbox(max_rows)?;
+        }
         store.recover()?;
         Ok(store)
     }
@@ -102,6 +111,7 @@ impl Store {
             _lock: None,
             recovered: Vec::new(),
             label_counts: HashMap::new(),
+            outbox: None,
         };
         store
             .conn
@@ -193,12 +203,16 @@ impl Store {
         Ok(())
     }
 
-    /// Marks sessions left open as interrupted, with counts recomputed from their frames.
+    /// Marks sessions left open as interrupted, with counts recomputed from their frames (each
+    /// in one transaction with its outbox row). A collector's sessions of other kits
+    /// (`device` set) are theirs to close and are left alone.
     fn recover(&mut self) -> Result<(), StoreError> {
         let open: Vec<i64> = {
             let mut st = self
                 .conn
-                .prepare("SELECT id FROM sessions WHERE state = 'open' ORDER BY id")
+                .prepare(
+                    "SELECT id FROM sessions WHERE state = 'open' AND device IS NULL ORDER BY id",
+                )
                 .map_err(|e| self.err("find open sessions", e))?;
             st.query_map([], |r| r.get(0))
                 .and_then(|rows| rows.collect())
@@ -215,26 +229,30 @@ impl Store {
                     |r| r.get(0),
                 )
                 .map_err(|e| self.err("recover an interrupted session", e))?;
-            self.conn
-                .execute(
-                    "UPDATE sessions SET state = 'interrupted', stopped = ?2, counts = ?3,
+            self.in_transaction("recover an interrupted session", |store| {
+                store
+                    .conn
+                    .execute(
+                        "UPDATE sessions SET state = 'interrupted', stopped = ?2, counts = ?3,
                         good = ?4, retakes = ?5, uncertain = ?6, blast_fraction = ?7,
                         fields = ?8, blast_fields = ?9, uncertain_fields = ?10
                      WHERE id = ?1 AND state = 'open'",
-                    params![
-                        id,
-                        last.unwrap_or_else(|| format_time(&row.started)),
-                        counts_json(&counts.counts),
-                        counts.good,
-                        counts.retakes,
-                        counts.uncertain,
-                        counts.blast_fraction,
-                        counts.fields,
-                        counts.blast_fields,
-                        counts.uncertain_fields,
-                    ],
-                )
-                .map_err(|e| self.err("recover an interrupted session", e))?;
+                        params![
+                            id,
+                            last.unwrap_or_else(|| format_time(&row.started)),
+                            counts_json(&counts.counts),
+                            counts.good,
+                            counts.retakes,
+                            counts.uncertain,
+                            counts.blast_fraction,
+                            counts.fields,
+                            counts.blast_fields,
+                            counts.uncertain_fields,
+                        ],
+                    )
+                    .map_err(|e| store.err("recover an interrupted session", e))?;
+                store.outbox_add(super::OutboxKind::Session, id, "interrupted", false)
+            })?;
             warn!(
                 session = id,
                 frames = row.frames,

@@ -58,6 +58,22 @@ impl Store {
         raws.into_iter().map(|r| r.parse(&self.path)).collect()
     }
 
+    /// One frame result by its row id.
+    pub fn frame(&self, id: i64) -> Result<FrameRow, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{FRAME_SELECT} WHERE id = ?1"))
+            .map_err(|e| self.err("read a frame", e))?;
+        let raw = st
+            .query_row([id], RawFrame::from_row)
+            .optional()
+            .map_err(|e| self.err("read a frame", e))?;
+        match raw {
+            Some(raw) => raw.parse(&self.path),
+            None => Err(self.invalid("frame id", format!("no frame {id}"))),
+        }
+    }
+
     /// Whether a frame from `origin` with this `sha256` is recorded, in any session (a watched
     /// folder's catch-up at start skips such pictures).
     pub fn has_frame(&self, origin: &str, sha256: &str) -> Result<bool, StoreError> {

@@ -28,7 +28,7 @@ pub(super) const SESSION_SELECT: &str = "SELECT s.id, s.slide_id, s.started, s.s
     s.software_version, s.rule, s.counts, s.good, s.retakes, s.uncertain, s.blast_fraction,
     s.verdict, s.dominant_subtype,
     (SELECT count(*) FROM frames f WHERE f.session_id = s.id),
-    s.fields, s.blast_fields, s.uncertain_fields, s.fault
+    s.fields, s.blast_fields, s.uncertain_fields, s.fault, s.device, s.site, s.device_session
     FROM sessions s";
 
 /// A session row as SQLite gives it.
@@ -57,6 +57,9 @@ pub(super) struct RawSession {
     blast_fields: Option<u32>,
     uncertain_fields: Option<u32>,
     fault: Option<String>,
+    device: Option<String>,
+    site: Option<String>,
+    device_session: Option<i64>,
 }
 
 impl RawSession {
@@ -87,6 +90,9 @@ impl RawSession {
             blast_fields: r.get(21)?,
             uncertain_fields: r.get(22)?,
             fault: r.get(23)?,
+            device: r.get(24)?,
+            site: r.get(25)?,
+            device_session: r.get(26)?,
         })
     }
 
@@ -156,6 +162,9 @@ impl RawSession {
             verdict: self.verdict,
             dominant_subtype: self.dominant_subtype,
             fault: self.fault,
+            device: self.device,
+            site: self.site,
+            device_session: self.device_session,
         })
     }
 }
@@ -168,7 +177,8 @@ fn json_u32(v: &serde_json::Value) -> u32 {
 pub(super) const FRAME_SELECT: &str =
     "SELECT id, session_id, seq, tile, time, origin, sha256, width, height,
     focus, mean, p999, clipped_fraction, stained_fraction, decision, retake_reason, label,
-    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field
+    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field,
+    device, device_frame
     FROM frames";
 
 /// A frame row as SQLite gives it.
@@ -193,6 +203,8 @@ pub(super) struct RawFrame {
     kept_image: Option<String>,
     image_evicted: Option<String>,
     field: Option<u32>,
+    device: Option<String>,
+    device_frame: Option<i64>,
 }
 
 impl RawFrame {
@@ -219,6 +231,8 @@ impl RawFrame {
             kept_image: r.get(21)?,
             image_evicted: r.get(22)?,
             field: r.get(23)?,
+            device: r.get(24)?,
+            device_frame: r.get(25)?,
         })
     }
 
@@ -276,6 +290,8 @@ impl RawFrame {
                 .map(parse_time)
                 .transpose()
                 .map_err(bad)?,
+            device: self.device,
+            device_frame: self.device_frame,
         })
     }
 }

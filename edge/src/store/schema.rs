@@ -86,6 +86,48 @@ ALTER TABLE sessions ADD COLUMN uncertain_fields INTEGER; -- good fields whose d
 ALTER TABLE sessions ADD COLUMN fault TEXT;             -- stop_reason 'fault': what stopped the scan
 "#;
 
+/// Version 2 → 3: fleet forwarding ([`crate::fleet`]). A kit's outbox: one row per committed
+/// session change and frame result, written in the same transaction, sent to the MQTT broker by
+/// the publisher and marked `sent` on the broker's acknowledgement. A collector's database (`edge
+/// fleet collect`) has the same tables; its sessions and frames also carry the kit they came
+/// from (`device`, `site`) and their id on that kit, the message ids it has applied (duplicates
+/// are dropped by them) and what each kit last said about itself. On a kit's own database the
+/// new columns stay `NULL` and the collector's tables empty.
+const V3: &str = r#"
+ALTER TABLE sessions ADD COLUMN device TEXT;            -- collector: the kit; NULL on a kit
+ALTER TABLE sessions ADD COLUMN site TEXT;              -- collector: the kit's site
+ALTER TABLE sessions ADD COLUMN device_session INTEGER; -- collector: the session's id on its kit
+ALTER TABLE frames ADD COLUMN device TEXT;              -- collector: the kit; NULL on a kit
+ALTER TABLE frames ADD COLUMN device_frame INTEGER;     -- collector: the frame's id on its kit
+CREATE UNIQUE INDEX sessions_by_device ON sessions (device, device_session)
+    WHERE device IS NOT NULL;
+CREATE UNIQUE INDEX frames_by_device ON frames (device, device_frame) WHERE device IS NOT NULL;
+
+CREATE TABLE outbox (
+    id      INTEGER PRIMARY KEY,
+    kind    TEXT NOT NULL CHECK (kind IN ('session', 'frame')),
+    row_id  INTEGER NOT NULL,                   -- sessions.id or frames.id
+    change  TEXT NOT NULL CHECK (change IN ('open', 'closed', 'interrupted', 'result')),
+    created TEXT NOT NULL,                      -- RFC 3339 UTC, milliseconds (the commit)
+    sent    TEXT                                -- when the broker acknowledged it
+) STRICT;
+CREATE INDEX outbox_unsent ON outbox (id) WHERE sent IS NULL;
+
+CREATE TABLE fleet_messages (
+    message_id TEXT PRIMARY KEY,                -- `<device>/<kind>/<row id>[/<change>]`
+    received   TEXT NOT NULL                    -- when the collector committed it
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE fleet_devices (
+    device      TEXT PRIMARY KEY,
+    site        TEXT NOT NULL,
+    state       TEXT NOT NULL,                  -- 'online' or 'offline', from its status message
+    backlog     INTEGER,                        -- unsent outbox rows it reported
+    status_time TEXT,                           -- the time in its last status message
+    last_seen   TEXT NOT NULL                   -- when the collector last heard from it
+) STRICT;
+"#;
+
 /// Indexes created `IF NOT EXISTS` by the writer at every open (see the module documentation):
 /// `frames_by_origin` answers `Store::has_frame` (a watched folder's catch-up at start).
 pub const INDEXES: &str = r#"
@@ -93,4 +135,4 @@ CREATE INDEX IF NOT EXISTS frames_by_origin ON frames (origin, sha256);
 "#;
 
 /// The migrations, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];

@@ -118,14 +118,19 @@ pub struct NewSession {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     /// Variance of the Laplacian.
+    #[serde(deserialize_with = "serde_nan::f32")]
     pub focus: f32,
     /// Mean brightness.
+    #[serde(deserialize_with = "serde_nan::f32")]
     pub mean: f32,
     /// 99.9th percentile of brightness.
+    #[serde(deserialize_with = "serde_nan::f32")]
     pub p999: f32,
     /// Share of clipped pixels.
+    #[serde(deserialize_with = "serde_nan::f32")]
     pub clipped_fraction: f32,
     /// Share of stained-nucleus pixels.
+    #[serde(deserialize_with = "serde_nan::f32")]
     pub stained_fraction: f32,
 }
 
@@ -170,6 +175,7 @@ pub struct FrameRecord {
     /// Its probability.
     pub confidence: Option<f32>,
     /// All probabilities in the session's label order; empty for a retake.
+    #[serde(deserialize_with = "serde_nan::f32s")]
     pub probabilities: Vec<f32>,
     /// SHA-256 of the model that classified it.
     pub model_sha256: String,
@@ -195,6 +201,13 @@ pub struct FrameRow {
     /// When the kept image was removed to respect the size cap.
     #[serde(with = "serde_time_opt")]
     pub image_evicted: Option<DateTime<Utc>>,
+    /// In a collector's database (`edge fleet collect`): the kit it came from. `None` (and left
+    /// out of JSON) on a kit's own database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// In a collector's database: the frame's row id on its kit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_frame: Option<i64>,
 }
 
 /// A session's summary, given when it closes.
@@ -243,6 +256,7 @@ pub struct SessionCounts {
     pub uncertain_fields: Option<u32>,
     /// Blast fields / confident fields (NaN if it was not a number; blast frames / confident
     /// frames for sessions recorded before fields were tracked).
+    #[serde(deserialize_with = "serde_nan::f64")]
     pub blast_fraction: f64,
 }
 
@@ -372,6 +386,16 @@ pub struct SessionRow {
     pub dominant_subtype: Option<String>,
     /// What stopped the scan, for a session closed by a fault (`stop_reason` `fault`).
     pub fault: Option<String>,
+    /// In a collector's database (`edge fleet collect`): the kit it came from. `None` (and left
+    /// out of JSON) on a kit's own database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// In a collector's database: the kit's site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// In a collector's database: the session's id on its kit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_session: Option<i64>,
 }
 
 /// Formats a time as stored.
@@ -410,6 +434,27 @@ mod serde_time_opt {
         Option::<String>::deserialize(d)?
             .map(|text| super::parse_time(&text).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+/// Numbers in JSON as written: JSON has no NaN, so serde_json writes NaN as `null`; read back,
+/// `null` is NaN again (a fleet message or a JSON export round-trips).
+mod serde_nan {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn f32<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
+    }
+
+    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    pub fn f32s<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Ok(Vec::<Option<f32>>::deserialize(d)?
+            .into_iter()
+            .map(|v| v.unwrap_or(f32::NAN))
+            .collect())
     }
 }
 

@@ -7,29 +7,37 @@ use tracing::warn;
 
 use super::error::sql_error;
 use super::rows::{counts_json, json_strings};
-use super::{FrameRecord, NewSession, SessionSummary, StopReason, Store, StoreError, format_time};
+use super::{
+    FrameRecord, NewSession, OutboxKind, SessionSummary, StopReason, Store, StoreError, format_time,
+};
 
 impl Store {
-    /// Starts a session; returns its id.
+    /// Starts a session; returns its id. With the outbox on, the session is queued in the same
+    /// transaction ([`StoreError::OutboxFull`] when the outbox is full of unsent rows).
     pub fn begin_session(&mut self, s: &NewSession) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO sessions (slide_id, started, state, model_sha256, model_variant,
-                    labels, normal_labels, software_version, rule)
-                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    s.slide_id,
-                    format_time(&s.started),
-                    s.model_sha256,
-                    s.model_variant,
-                    json_strings(&s.labels),
-                    json_strings(&s.normal_labels),
-                    s.software_version,
-                    s.rule.to_string(),
-                ],
-            )
-            .map_err(|e| self.err("begin a session", e))?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.in_transaction("begin a session", |store| {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO sessions (slide_id, started, state, model_sha256, model_variant,
+                        labels, normal_labels, software_version, rule)
+                     VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        s.slide_id,
+                        format_time(&s.started),
+                        s.model_sha256,
+                        s.model_variant,
+                        json_strings(&s.labels),
+                        json_strings(&s.normal_labels),
+                        s.software_version,
+                        s.rule.to_string(),
+                    ],
+                )
+                .map_err(|e| store.err("begin a session", e))?;
+            let id = store.conn.last_insert_rowid();
+            store.outbox_add(OutboxKind::Session, id, "open", true)?;
+            Ok(id)
+        })?;
         self.label_counts.insert(id, s.labels.len());
         Ok(id)
     }
@@ -40,31 +48,19 @@ impl Store {
     }
 
     /// Records the results of one frame (one per tile) in one transaction: all of them are
-    /// committed (on stable storage) when this returns, or none is. Returns their row ids.
+    /// committed (on stable storage) when this returns, or none is. Returns their row ids. With
+    /// the outbox on, each result is queued in the same transaction ([`StoreError::OutboxFull`]
+    /// when the outbox is full of unsent rows: nothing of this frame is recorded).
     pub fn record_frames(&mut self, frames: &[FrameRecord]) -> Result<Vec<i64>, StoreError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err("record a frame", e))?;
-        let mut ids = Vec::with_capacity(frames.len());
-        for f in frames {
-            match self.insert_frame(f) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
-                        warn!("rollback after a failed frame insert: {rollback}");
-                    }
-                    return Err(e);
-                }
+        self.in_transaction("record a frame", |store| {
+            let mut ids = Vec::with_capacity(frames.len());
+            for f in frames {
+                let id = store.insert_frame(f)?;
+                store.outbox_add(OutboxKind::Frame, id, "result", true)?;
+                ids.push(id);
             }
-        }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
-            let e = self.err("record a frame", e);
-            if !self.conn.is_autocommit() {
-                let _ = self.conn.execute_batch("ROLLBACK");
-            }
-            return Err(e);
-        }
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     fn insert_frame(&mut self, f: &FrameRecord) -> Result<i64, StoreError> {
@@ -168,32 +164,39 @@ impl Store {
         reason: StopReason,
         stopped: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE sessions SET state = 'closed', stopped = ?2, stop_reason = ?3,
+        let n = self.in_transaction("close a session", |store| {
+            let n = store
+                .conn
+                .execute(
+                    "UPDATE sessions SET state = 'closed', stopped = ?2, stop_reason = ?3,
                     counts = ?4, good = ?5, retakes = ?6, uncertain = ?7, blast_fraction = ?8,
                     verdict = ?9, dominant_subtype = ?10, fields = ?11, blast_fields = ?12,
                     uncertain_fields = ?13, fault = ?14
                  WHERE id = ?1 AND state = 'open'",
-                params![
-                    id,
-                    format_time(&stopped),
-                    reason.as_str(),
-                    counts_json(&summary.counts),
-                    summary.good,
-                    summary.retakes,
-                    summary.uncertain,
-                    summary.blast_fraction,
-                    summary.verdict,
-                    summary.dominant_subtype,
-                    summary.fields,
-                    summary.blast_fields,
-                    summary.uncertain_fields,
-                    summary.fault,
-                ],
-            )
-            .map_err(|e| self.err("close a session", e))?;
+                    params![
+                        id,
+                        format_time(&stopped),
+                        reason.as_str(),
+                        counts_json(&summary.counts),
+                        summary.good,
+                        summary.retakes,
+                        summary.uncertain,
+                        summary.blast_fraction,
+                        summary.verdict,
+                        summary.dominant_subtype,
+                        summary.fields,
+                        summary.blast_fields,
+                        summary.uncertain_fields,
+                        summary.fault,
+                    ],
+                )
+                .map_err(|e| store.err("close a session", e))?;
+            if n > 0 {
+                // Queued even over the outbox's cap: the last word on a session is never lost.
+                store.outbox_add(OutboxKind::Session, id, "closed", false)?;
+            }
+            Ok(n)
+        })?;
         let s = self.session(id)?;
         if n == 0 {
             return Err(StoreError::SessionNotOpen { id, state: s.state });

@@ -23,7 +23,7 @@
 //! | `RETAKE` | `frame reason time` | a frame was rejected; `reason` is `focus`, `exposure` or `empty` |
 //! | `SLIDE` | `slide verdict frames good retakes fields count_<class>… blast_fraction [reason] note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer`, `insufficient` or `incomplete` (the scan was cut short by a fault: no verdict, `reason` says which fault); `frames`, `good`, `retakes` count frames, `fields` the good fields (what the verdict counts); one `count_<class>` per class (confident frames; class lower-cased, other characters `_`); `blast_fraction` (blast fields / confident fields) 0..1 with 4 decimals; `note` is always `"screening aid"` |
 //! | `STATUS` | `state slide frames model uptime` | `state` is `starting`, `idle`, `screening` or `fault`; `uptime` in seconds |
-//! | `ERROR` | `code message` | `code` is `camera_lost`, `disk_full`, `model_refused` or `internal` |
+//! | `ERROR` | `code message` | `code` is `camera_lost`, `disk_full`, `outbox_full` (the fleet outbox is full of unsent results), `model_refused` or `internal` |
 //! | `SELFTEST` | `check ok detail` | one self-test result; `ok` is `true` or `false` |
 //! | `OK` | `command detail` | a command was done (`detail` may be `-`) |
 //! | `ERR` | `code message` | input was refused; `code` is one of [`CommandError::code`] |

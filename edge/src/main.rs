@@ -56,6 +56,12 @@ enum Command {
     /// LEDs, display and button. Prints a table; exit status 0 only when every check passed,
     /// 1 otherwise. The systemd unit runs it before `edge run` (ExecStartPre).
     Check(CheckArgs),
+    /// Measure the camera's pixel size (µm per pixel) from the red blood cells of a few frames
+    /// (picture files, or frames of the config's or --source's camera or stream), or from a
+    /// stage-micrometer picture (--micrometer FILE --division-um D), and print the config lines
+    /// that declare it (`[source]` / `um_per_px = …`). Exit status 1 when no estimate can be
+    /// made (too few red cells, no micrometer lines), saying why.
+    Calibrate(CalibrateArgs),
     /// List the slide sessions in the audit database.
     Sessions(DbArgs),
     /// Export one session's frames as CSV or JSON (stdout, or --out).
@@ -112,6 +118,35 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     format: BenchFormat,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Device config file (TOML, as for `edge run`): its source, and its `um_per_px` to compare.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Frame source instead of the config's (as `edge run --source`), when no files are given.
+    #[arg(long)]
+    source: Option<String>,
+    /// Frames (or pictures, evenly spread over those given) to measure.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    frames: usize,
+    /// Seconds to wait for the frames of a source.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
+    /// A stage-micrometer picture taken through the same objective and camera.
+    #[arg(long, value_name = "FILE")]
+    micrometer: Option<PathBuf>,
+    /// The micrometer's division in µm.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "D",
+        requires = "micrometer"
+    )]
+    division_um: f64,
+    /// Picture files or folders (frames of the camera to calibrate).
+    files: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -211,8 +246,14 @@ struct RunArgs {
     /// folders; a camera is always `latest`).
     #[arg(long, value_parser = ["latest", "all"])]
     policy: Option<String>,
-    /// Cut each frame into a centred grid of N×N tiles at full resolution and classify each on
-    /// its own (default 0: the centre square of the frame, resized to the model input).
+    /// The camera's pixel size in µm per pixel (`[source] um_per_px`; measure it with `edge
+    /// calibrate`): each frame is resampled to the model's pixel size (its
+    /// `leukoscope.um_per_px`) and cut into model-input fields that cover it, each gated,
+    /// classified, recorded and counted on its own. Without it: the centre square of each frame.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
+    /// Deprecated (use --um-per-px): cut each frame into a centred grid of tiles N pixels a side
+    /// at full resolution and classify each on its own (0: the centre square of the frame).
     #[arg(long, value_name = "N")]
     tile: Option<u32>,
     /// Print no event lines on stdout.
@@ -548,6 +589,25 @@ fn run(cli: Cli) -> Result<i32> {
             .context("cannot write output")?;
             Ok(if report.passed { 0 } else { 1 })
         }
+        Command::Calibrate(a) => {
+            let config = match &a.config {
+                Some(path) => edge::config::RunConfig::load(path)?,
+                None => edge::config::RunConfig::default(),
+            };
+            if a.micrometer.is_some() {
+                edge::calibrate::check_division(a.division_um).map_err(anyhow::Error::msg)?;
+            }
+            let request = edge::calibrate::CalibrateRequest {
+                files: a.files.clone(),
+                source: a.source.clone(),
+                frames: a.frames,
+                timeout: std::time::Duration::from_secs(a.timeout),
+                micrometer: a.micrometer.clone().map(|m| (m, a.division_um)),
+            };
+            let result = edge::calibrate::calibrate(&config, &request)?;
+            print!("{}", result.report());
+            Ok(0)
+        }
         Command::Sessions(a) => {
             let store = a.open()?;
             let rows = edge::audit::list_sessions(&store)?;
@@ -870,6 +930,13 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if let Some(t) = a.tile {
         c.source.tile = t;
+    }
+    if let Some(u) = a.um_per_px {
+        c.source.um_per_px = Some(u);
+        // The flag replaces a configured (deprecated) tile setting.
+        if a.tile.is_none() {
+            c.source.tile = 0;
+        }
     }
     c.check()?;
     Ok(c)

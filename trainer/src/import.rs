@@ -226,6 +226,9 @@ pub fn load_onnx_weights(
     let same_size = ModelContract {
         input_height: contract.input_height,
         input_width: contract.input_width,
+        // The pixel size is measured at export, not part of a run's contract.
+        um_per_px: contract.um_per_px,
+        pixel_aspect: contract.pixel_aspect,
         ..theirs.clone()
     };
     if same_size != *contract {

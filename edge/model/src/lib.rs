@@ -29,6 +29,7 @@ pub mod onnx;
 pub mod operating_point;
 pub mod picture;
 pub mod preprocess;
+pub mod scale;
 pub mod seeded;
 pub mod slide_simulation;
 pub mod variant;

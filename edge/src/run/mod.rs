@@ -48,7 +48,7 @@ use tracing::info;
 
 pub use model::model_files;
 pub use outputs::{Outputs, open_outputs};
-pub use pipeline::{FrameError, FramePipeline, Outcome, Processed};
+pub use pipeline::{FrameError, FramePipeline, Framing, Outcome, Processed};
 pub use signals::shutdown_flag;
 
 use crate::config::RunConfig;

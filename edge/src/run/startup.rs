@@ -7,7 +7,7 @@ use hardware::DeviceStatus;
 use tracing::{info, warn};
 
 use super::model::{LoadedModel, load_model};
-use super::{Device, FramePipeline, Outputs, RunError, RunSummary, selftest};
+use super::{Device, FramePipeline, Framing, Outputs, RunError, RunSummary, selftest};
 use crate::config::RunConfig;
 use crate::flagged::{CapPolicy, FlaggedImages};
 use crate::store::Store;
@@ -20,12 +20,12 @@ impl Device {
         let started = Instant::now();
         let result = Self::start_inner(&config, &mut outputs);
         match result {
-            Ok((model, store, flagged)) => {
+            Ok((model, store, flagged, framing)) => {
                 let pipeline = FramePipeline::new(
                     &model.classifier,
                     config.quality.clone(),
                     config.decision.clone(),
-                    config.source.tile,
+                    framing,
                 );
                 outputs.status = DeviceStatus::idle();
                 outputs.refresh();
@@ -65,7 +65,7 @@ impl Device {
     fn start_inner(
         config: &RunConfig,
         outputs: &mut Outputs,
-    ) -> Result<(LoadedModel, Store, Option<FlaggedImages>), RunError> {
+    ) -> Result<(LoadedModel, Store, Option<FlaggedImages>, Framing), RunError> {
         let model = load_model(config)
             .map_err(|e| match e {
                 RunError::ModelRefused(m) => m,
@@ -80,6 +80,29 @@ impl Device {
             &model.as_ref().map(|(_, d)| d.clone()).map_err(Clone::clone),
         );
         let (model, _) = model.map_err(RunError::ModelRefused)?;
+        let framing =
+            Framing::from_config(&config.source, &model.classifier).map_err(RunError::Config)?;
+        if let Framing::Scaled(cutter) = &framing {
+            let f = cutter.framing();
+            let (w, h) = (config.source.options.width, config.source.options.height);
+            info!(
+                "pixel size: camera {} µm/px, model {} µm/px: frames resampled ×{:.3} and cut \
+                 into {}x{} px fields ({} per {w}x{h} frame)",
+                f.camera_um_per_px,
+                f.model_um_per_px,
+                f.factor(),
+                f.field_width,
+                f.field_height,
+                f.field_count(w, h)
+            );
+            let camera = config.source.spec.starts_with("v4l2:")
+                || config.source.spec.starts_with("/dev/video");
+            if camera {
+                // The camera's mode is known before its first frame; other sources are checked
+                // on their first frame.
+                f.check_field_count(w, h).map_err(RunError::Config)?;
+            }
+        }
         let store = Store::open(&config.store.db);
         let detail = match &store {
             Ok(_) => Ok(format!("{} writable", config.store.db.display())),
@@ -100,7 +123,7 @@ impl Device {
             Some(dir) => Some(open_flagged(dir, config, &store)?),
             None => None,
         };
-        Ok((model, store, flagged))
+        Ok((model, store, flagged, framing))
     }
 }
 

@@ -234,6 +234,8 @@ fn contract_from<'a>(
                 mean: IMAGENET_MEAN,
                 std: IMAGENET_STD,
                 resize: ResizeMethod::Bilinear,
+                um_per_px: None,
+                pixel_aspect: None,
             }
         }
     };

@@ -1,0 +1,193 @@
+//! Physical scale on the device: frames of a declared pixel size resampled to the model's and
+//! cut into model-scale fields (`edge run --um-per-px`), the quality gate at the model's scale,
+//! and the refusals.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::write_model_at_scale;
+use edge::quality::{QualityConfig, QualityGate, RetakeReason, synthetic_smear};
+use edge::store::Store;
+use image::RgbImage;
+use image::imageops::{FilterType, resize};
+use leukoscope_model::scale::fields::{FieldCutter, ScaleFraming};
+
+/// The model's pixel size in these tests.
+const MODEL_UM: f64 = 0.5;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `img` shown `k` times larger (a higher magnification), bilinear.
+fn magnified(img: &RgbImage, k: u32) -> RgbImage {
+    resize(img, img.width() * k, img.height() * k, FilterType::Triangle)
+}
+
+fn gate() -> QualityGate {
+    QualityGate::new(QualityConfig::default())
+}
+
+#[test]
+fn quality_is_judged_at_the_model_scale() {
+    // A sharp field as the model's training pictures show it, and the same field through an
+    // objective three times stronger: every cell three times larger, edges three times wider.
+    let sharp = synthetic_smear(224, 224, 5);
+    let (own, own_reason) = gate().assess(&sharp);
+    assert_eq!(own_reason, None, "{own:?}");
+    let big = magnified(&sharp, 3);
+
+    // With the camera's pixel size declared (a third of the model's), the frame is resampled to
+    // the model's scale before the gate: one 224 px field, sharp again, passes.
+    let framing = ScaleFraming::new(MODEL_UM / 3.0, MODEL_UM, 224, 224).unwrap();
+    let fields = FieldCutter::new(framing).cut(&big);
+    assert_eq!(fields.len(), 1);
+    let (figures, reason) = gate().assess(&fields[0].image);
+    assert_eq!(reason, None, "{figures:?}");
+    // (The enlargement was bilinear, a low-pass the shrink cannot undo, so not all of it.)
+    assert!(
+        figures.focus > 0.25 * own.focus,
+        "focus at the model's scale {} vs the field's own {}",
+        figures.focus,
+        own.focus
+    );
+
+    // Without a declared scale, what the gate sees depends on how many pixels the camera
+    // gives. The 672 px frame as a whole is centre-cropped and shrunk to the 224 px analysis
+    // picture, which happens to undo the magnification: it passes too.
+    assert_eq!(gate().assess(&big).1, None);
+    // But a camera of the training pictures' resolution (224 px) behind the stronger objective
+    // shows the middle third of the field at full size: the measurement. Sharp, yet the
+    // gate rejects it for focus, and no setting of the gate tells the two apart.
+    let view = image::imageops::crop_imm(&big, 224, 224, 224, 224).to_image();
+    let (figures, reason) = gate().assess(&view);
+    assert_eq!(reason, Some(RetakeReason::Focus), "{figures:?}");
+    assert!(figures.focus < 0.1 * own.focus, "{figures:?} vs {own:?}");
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("run")
+        .arg("--db")
+        .arg(dir.join("audit.db"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_declared_scale_cuts_each_frame_into_model_scale_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("scaled.onnx");
+    write_model_at_scale(&model, ["Benign", "Pro"], 224, Some(MODEL_UM));
+    // A 448×224 field at the model's scale, photographed at twice the magnification: 896×448
+    // at 0.25 µm/px. At the model's 0.5 µm/px it is 448×224 again: two fields side by side.
+    let picture = dir.path().join("wide.png");
+    magnified(&synthetic_smear(448, 224, 11), 2)
+        .save(&picture)
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--um-per-px",
+            "0.25",
+            "--source",
+            picture.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    assert!(
+        stderr.contains("frames resampled ×0.500") && stderr.contains("224x224 px fields"),
+        "{stderr}"
+    );
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT ") || l.starts_with("RETAKE "))
+        .collect();
+    let tiles: Vec<Option<&str>> = results.iter().map(|l| field(l, "tile")).collect();
+    assert_eq!(tiles, vec![Some("0"), Some("1")], "{stdout}");
+    for l in &results {
+        assert!(l.starts_with("RESULT "), "each field passes the gate: {l}");
+        assert_eq!(field(l, "frame"), Some("1"), "{l}");
+    }
+    let store = Store::open_read_only(&dir.path().join("audit.db")).unwrap();
+    let rows = store.frames(1).unwrap();
+    let recorded: Vec<(Option<u32>, u32, u32)> = rows
+        .iter()
+        .map(|r| (r.frame.tile, r.frame.width, r.frame.height))
+        .collect();
+    // Both fields of the one frame, with the frame's own size.
+    assert_eq!(recorded, vec![(Some(0), 896, 448), (Some(1), 896, 448)]);
+    let session = &store.sessions().unwrap()[0];
+    let counts = session
+        .counts
+        .as_ref()
+        .expect("a closed session has its counts");
+    assert_eq!(counts.fields, Some(2), "each field counts on its own");
+}
+
+#[test]
+fn a_declared_scale_needs_a_model_that_declares_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("unscaled.onnx");
+    write_model_at_scale(&model, ["Benign", "Pro"], 224, None);
+    let picture = dir.path().join("p.png");
+    synthetic_smear(224, 224, 1).save(&picture).unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--um-per-px",
+            "0.3",
+            "--source",
+            picture.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("unscaled.onnx") && stderr.contains("leukoscope.um_per_px"),
+        "{stderr}"
+    );
+    // Without the flag the same model classifies the centre of the frame, as before.
+    let out = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--source",
+            picture.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // More than 64 fields a frame is refused on the first frame, naming the scales.
+    let scaled = dir.path().join("scaled.onnx");
+    write_model_at_scale(&scaled, ["Benign", "Pro"], 224, Some(0.05));
+    let out = run(
+        dir.path(),
+        &[
+            "--model",
+            scaled.to_str().unwrap(),
+            "--um-per-px",
+            "0.5",
+            "--source",
+            picture.to_str().unwrap(),
+        ],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("more than 64"), "{all}");
+}

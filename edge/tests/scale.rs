@@ -191,3 +191,185 @@ fn a_declared_scale_needs_a_model_that_declares_its_own() {
     assert_ne!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("more than 64"), "{all}");
 }
+
+fn calibrate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("calibrate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The `um_per_px = X` value of `edge calibrate`'s output.
+fn pasted_value(stdout: &str) -> f64 {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "[source]")
+        .unwrap_or_else(|| panic!("no [source] line: {stdout}"));
+    lines[at + 1]
+        .strip_prefix("um_per_px = ")
+        .unwrap_or_else(|| panic!("no um_per_px line: {stdout}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn calibrate_prints_the_config_line_from_red_cells_or_a_micrometer() {
+    use leukoscope_model::scale::cells::synthetic::SyntheticField;
+    let dir = tempfile::tempdir().unwrap();
+    // Five camera frames whose red cells are 25 px across: 7.5 µm / 25 px = 0.3 µm/px.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for seed in 0..5 {
+        SyntheticField {
+            width: 640,
+            height: 480,
+            cells: 45,
+            ..SyntheticField::new(25.0, seed)
+        }
+        .draw()
+        .save(frames.join(format!("f{seed}.png")))
+        .unwrap();
+    }
+    let out = calibrate(&[frames.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    assert!(
+        stdout.contains("red cells: 0.") && stdout.contains("5 picture(s)"),
+        "{stdout}"
+    );
+    let u = pasted_value(&stdout);
+    assert!((u - 0.3).abs() / 0.3 < 0.03, "{stdout}");
+
+    // A stage micrometer with 10 µm divisions 40 px apart: 0.25 µm/px, the line to paste.
+    let ruler = dir.path().join("ruler.png");
+    leukoscope_model::scale::micrometer::synthetic_ruler(640, 480, 40.0, true, 3)
+        .save(&ruler)
+        .unwrap();
+    let out = calibrate(&[
+        "--micrometer",
+        ruler.to_str().unwrap(),
+        "--division-um",
+        "10",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    assert!((pasted_value(&stdout) - 0.25).abs() < 0.0025, "{stdout}");
+    // Both: the micrometer's figure is pasted, the red cells compared with it.
+    let out = calibrate(&[
+        "--micrometer",
+        ruler.to_str().unwrap(),
+        frames.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!((pasted_value(&stdout) - 0.25).abs() < 0.0025, "{stdout}");
+    assert!(stdout.contains("% above the micrometer"), "{stdout}");
+
+    // A config that declares another scale is compared.
+    let config = dir.path().join("device.toml");
+    std::fs::write(&config, "[source]\nspec = \"-\"\num_per_px = 0.39\n").unwrap();
+    let out = calibrate(&[
+        "--config",
+        config.to_str().unwrap(),
+        frames.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("the config declares um_per_px = 0.39 (+"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn calibrate_fails_clearly_without_red_cells_or_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.png");
+    RgbImage::from_pixel(320, 240, image::Rgb([236, 232, 238]))
+        .save(&blank)
+        .unwrap();
+    let out = calibrate(&[blank.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("too few red cells"), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+    let out = calibrate(&["--micrometer", blank.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("blank.png") && stderr.contains("no stage-micrometer lines"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.png");
+    let out = calibrate(&[missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing.png"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_run_warns_once_when_the_frames_disagree_with_the_declared_scale() {
+    use leukoscope_model::scale::cells::synthetic::SyntheticField;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("scaled.onnx");
+    write_model_at_scale(&model, ["Benign", "Pro"], 224, Some(0.45));
+    // Frames whose red cells are 25 px across (0.3 µm/px), declared as 0.45 µm/px: 50 % off.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for seed in 0..6 {
+        SyntheticField {
+            width: 480,
+            height: 360,
+            cells: 40,
+            ..SyntheticField::new(25.0, seed)
+        }
+        .draw()
+        .save(frames.join(format!("f{seed}.png")))
+        .unwrap();
+    }
+    let args = |declared: &'static str| {
+        [
+            "--model".to_string(),
+            model.to_str().unwrap().to_string(),
+            "--um-per-px".into(),
+            declared.into(),
+            "--source".into(),
+            frames.to_str().unwrap().to_string(),
+        ]
+    };
+    let a = args("0.45");
+    let out = run(
+        dir.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let notices: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("NOTICE "))
+        .collect();
+    assert_eq!(notices.len(), 1, "{stdout}");
+    assert_eq!(field(notices[0], "code"), Some("scale_mismatch"));
+    assert!(notices[0].contains("0.45"), "{}", notices[0]);
+    assert_eq!(
+        stderr.matches("pixel size: the red cells").count(),
+        1,
+        "{stderr}"
+    );
+    // Declared right (0.3): no warning.
+    let a = args("0.3");
+    let out = run(
+        dir.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("NOTICE"),
+        "{}",
+        text(&out.stdout)
+    );
+}

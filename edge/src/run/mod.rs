@@ -34,6 +34,7 @@ mod model;
 mod outputs;
 mod pipeline;
 mod record;
+mod scale_watch;
 pub mod selftest;
 mod session;
 mod signals;

@@ -158,6 +158,8 @@ pub struct FramePipeline {
     input: Vec<f32>,
     decision: DecisionConfig,
     framing: Framing,
+    scale_watch: Option<super::scale_watch::ScaleWatch>,
+    scale_warning: Option<String>,
 }
 
 impl FramePipeline {
@@ -175,7 +177,29 @@ impl FramePipeline {
             input: vec![0.0; model.contract().input_len()],
             decision,
             framing,
+            scale_watch: None,
+            scale_warning: None,
         }
+    }
+
+    /// Checks the frames of each session against the camera's declared pixel size
+    /// (`[source] um_per_px`): the red cells of its first frames
+    /// ([`super::scale_watch::ScaleWatch`]).
+    pub fn watch_scale(&mut self, configured_um_per_px: f64) {
+        self.scale_watch = Some(super::scale_watch::ScaleWatch::new(configured_um_per_px));
+    }
+
+    /// A new session: its frames are checked against the declared pixel size again.
+    pub fn reset_scale_watch(&mut self) {
+        if let Some(w) = &mut self.scale_watch {
+            w.reset();
+        }
+        self.scale_warning = None;
+    }
+
+    /// The pixel-size warning of this session, once.
+    pub fn take_scale_warning(&mut self) -> Option<String> {
+        self.scale_warning.take()
     }
 
     /// The framing in use.
@@ -204,6 +228,11 @@ impl FramePipeline {
         };
         let (width, height) = image.dimensions();
         let field = fields.place(image, &sha256);
+        if let Some(w) = &mut self.scale_watch
+            && let Some(warning) = w.observe(image)
+        {
+            self.scale_warning = Some(warning);
+        }
         self.framing
             .check_count(width, height)
             .map_err(FrameError::TooManyTiles)?;

@@ -21,12 +21,15 @@ impl Device {
         let result = Self::start_inner(&config, &mut outputs);
         match result {
             Ok((model, store, flagged, framing)) => {
-                let pipeline = FramePipeline::new(
+                let mut pipeline = FramePipeline::new(
                     &model.classifier,
                     config.quality.clone(),
                     config.decision.clone(),
                     framing,
                 );
+                if let Some(u) = config.source.um_per_px {
+                    pipeline.watch_scale(u);
+                }
                 outputs.status = DeviceStatus::idle();
                 outputs.refresh();
                 Ok(Device {

@@ -181,11 +181,14 @@ pub fn calibrate(
     })
 }
 
+/// Files that could not be read, with why.
+type Skipped = Vec<(PathBuf, String)>;
+
 /// Up to `req.frames` decoded frames, from the files or the source; undecodable files listed.
 fn collect_frames(
     config: &RunConfig,
     req: &CalibrateRequest,
-) -> Result<(Vec<RgbImage>, Vec<(PathBuf, String)>), CalibrateError> {
+) -> Result<(Vec<RgbImage>, Skipped), CalibrateError> {
     let n = req.frames.max(1);
     if !req.files.is_empty() {
         let files = leukoscope_model::images::expand_paths(&req.files);

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use edge::audit::ExportFormat;
-use edge::classify::{ClassifyFormat, classify_file, write_header, write_row};
+use edge::classify::{
+    ClassifyFormat, classify_file, classify_file_fields, write_header_with, write_row_with,
+};
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::images::expand_paths;
 use leukoscope_model::onnx::ContractOverrides;
@@ -283,6 +285,12 @@ struct EvaluateArgs {
     /// collapses there learned artefacts, not cells.
     #[arg(long)]
     shortcut_check: bool,
+    /// The pictures' pixel size in µm per pixel: each is resampled to the model's
+    /// (`leukoscope.um_per_px`) and cut into model-input fields; a picture's probabilities are
+    /// the mean of its fields'. Default: the config's `[source] um_per_px`, else the centre of
+    /// each picture.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
     #[command(flatten)]
     decision: DecisionArgs,
     /// Slide simulation: fields (pictures) per simulated slide [default: 30].
@@ -494,6 +502,11 @@ struct ClassifyArgs {
     format: ClassifyFormat,
     #[command(flatten)]
     decision: DecisionArgs,
+    /// The pictures' pixel size in µm per pixel: each is resampled to the model's
+    /// (`leukoscope.um_per_px`) and cut into model-input fields, one row per field (`tile`).
+    /// Default: the config's `[source] um_per_px`, else the centre of each picture.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
     /// Image files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -526,8 +539,15 @@ fn run(cli: Cli) -> Result<i32> {
             let selection = leukoscope_model::evaluate::Selection {
                 manifest: a.manifest.clone().map(|m| (m, a.split.clone())),
             };
-            let e = leukoscope_model::evaluate::evaluate_selection_with(
-                &model, &a.data, &selection, &settings, &out,
+            let framing = match a.um_per_px.or(a.decision.run_config()?.source.um_per_px) {
+                Some(u) => {
+                    leukoscope_model::scale::check_um_per_px("--um-per-px", u)?;
+                    Some(edge::run::scale_framing(u, &model).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            };
+            let e = leukoscope_model::evaluate::evaluate_selection_at(
+                &model, &a.data, &selection, &settings, &out, framing,
             )?;
             for (path, reason) in &e.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
@@ -562,7 +582,8 @@ fn run(cli: Cli) -> Result<i32> {
                     r.macro_avg.f1
                 );
                 for p in leukoscope_model::evaluate::Perturbation::SHORTCUT_CHECKS {
-                    let e = leukoscope_model::evaluate::evaluate_files(&model, &files, p)?;
+                    let e =
+                        leukoscope_model::evaluate::evaluate_files_at(&model, &files, p, framing)?;
                     println!(
                         "{:<36} {:>8.2}% {:>9.4}",
                         p.name(),
@@ -816,22 +837,40 @@ fn measure_fields(a: FieldsArgs) -> Result<i32> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
-    let decision = a.decision.run_config()?.decision;
+    let config = a.decision.run_config()?;
+    let decision = config.decision;
     let model = a.model.load(a.decision.config.as_deref())?;
+    let mut cutter = match a.um_per_px.or(config.source.um_per_px) {
+        Some(u) => {
+            leukoscope_model::scale::check_um_per_px("--um-per-px", u)?;
+            let framing = edge::run::scale_framing(u, &model).map_err(anyhow::Error::msg)?;
+            Some(leukoscope_model::scale::fields::FieldCutter::new(framing))
+        }
+        None => None,
+    };
+    let fields = cutter.is_some();
     let labels = model.contract().labels.clone();
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    write_header(&mut out, a.format, &labels).context("cannot write output")?;
+    write_header_with(&mut out, a.format, &labels, fields).context("cannot write output")?;
     let mut failed = 0;
     for path in expand_paths(&a.paths) {
-        let row = classify_file(&model, &mut pre, &mut input, &path, &decision);
-        if let Some(e) = &row.error {
+        let rows = match &mut cutter {
+            Some(c) => classify_file_fields(&model, c, &mut pre, &mut input, &path, &decision),
+            None => vec![classify_file(
+                &model, &mut pre, &mut input, &path, &decision,
+            )],
+        };
+        if let Some(e) = rows.iter().find_map(|r| r.error.as_ref()) {
             eprintln!("error: {e}");
             failed += 1;
         }
-        write_row(&mut out, a.format, &labels, &row).context("cannot write output")?;
+        for row in &rows {
+            write_row_with(&mut out, a.format, &labels, row, fields)
+                .context("cannot write output")?;
+        }
     }
     out.flush().ok();
     Ok(if failed > 0 { 2 } else { 0 })

@@ -373,3 +373,89 @@ fn a_run_warns_once_when_the_frames_disagree_with_the_declared_scale() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn classify_and_evaluate_take_the_declared_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("scaled.onnx");
+    write_model_at_scale(&model, ["Benign", "Pro"], 224, Some(MODEL_UM));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("Benign")).unwrap();
+    std::fs::create_dir_all(data.join("Pro")).unwrap();
+    let picture = data.join("Benign/wide.png");
+    magnified(&synthetic_smear(448, 224, 11), 2)
+        .save(&picture)
+        .unwrap();
+    synthetic_smear(224, 224, 3)
+        .save(data.join("Pro/small.png"))
+        .unwrap();
+    let edge = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let m = model.to_str().unwrap();
+    let p = picture.to_str().unwrap();
+    let out = edge(&[
+        "classify",
+        "--model",
+        m,
+        "--um-per-px",
+        "0.25",
+        "--format",
+        "jsonl",
+        p,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tiles: Vec<i64> = rows.iter().map(|r| r["tile"].as_i64().unwrap()).collect();
+    assert_eq!(tiles, vec![0, 1]);
+    let out = edge(&[
+        "classify",
+        "--model",
+        m,
+        "--um-per-px",
+        "0.25",
+        "--format",
+        "csv",
+        p,
+    ]);
+    let csv = text(&out.stdout);
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",uncertain_reason,tile"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // Without the flag: one row for the whole picture, and no tile key or column.
+    let out = edge(&["classify", "--model", m, "--format", "jsonl", p]);
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert!(row.get("tile").is_none(), "{row}");
+
+    let report = dir.path().join("report");
+    let out = edge(&[
+        "evaluate",
+        "--model",
+        m,
+        "--data",
+        data.to_str().unwrap(),
+        "--um-per-px",
+        "0.25",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 images"),
+        "{}",
+        text(&out.stdout)
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("declared at 0.25 µm/px"), "{md}");
+}

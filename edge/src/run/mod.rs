@@ -49,7 +49,7 @@ use tracing::info;
 
 pub use model::model_files;
 pub use outputs::{Outputs, open_outputs};
-pub use pipeline::{FrameError, FramePipeline, Framing, Outcome, Processed};
+pub use pipeline::{FrameError, FramePipeline, Framing, Outcome, Processed, scale_framing};
 pub use signals::shutdown_flag;
 
 use crate::config::RunConfig;

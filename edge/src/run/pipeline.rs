@@ -98,6 +98,32 @@ pub enum Framing {
     Tiles(u32),
 }
 
+/// The framing of a camera of `camera_um_per_px` for `model`: the model must declare its own
+/// pixel size (`leukoscope.um_per_px`), else the error names the model file and what to do.
+pub fn scale_framing(
+    camera_um_per_px: f64,
+    model: &OnnxClassifier,
+) -> Result<ScaleFraming, String> {
+    let contract = model.contract();
+    let Some(own) = contract.um_per_px else {
+        return Err(format!(
+            "um_per_px = {camera_um_per_px} (the camera's pixel size) needs a model that declares \
+             its own, but {} has no leukoscope.um_per_px: export it again with `trainer export` \
+             (which measures it from the training pictures, or --um-per-px X), or leave \
+             um_per_px out to classify the centre of each frame",
+            model.path().display()
+        ));
+    };
+    ScaleFraming::with_aspect(
+        camera_um_per_px,
+        own,
+        contract.pixel_aspect.unwrap_or(1.0),
+        contract.input_width,
+        contract.input_height,
+    )
+    .map_err(|e| format!("{}: {e}", model.path().display()))
+}
+
 impl Framing {
     /// The framing a device config asks for with this model: `[source] um_per_px` (the camera's
     /// pixel size) needs the model's `leukoscope.um_per_px`, else an error naming the model
@@ -107,24 +133,7 @@ impl Framing {
         model: &OnnxClassifier,
     ) -> Result<Framing, String> {
         if let Some(camera) = source.um_per_px {
-            let contract = model.contract();
-            let Some(own) = contract.um_per_px else {
-                return Err(format!(
-                    "[source] um_per_px = {camera} (the camera's pixel size) needs a model that \
-                     declares its own, but {} has no leukoscope.um_per_px: export it again with \
-                     `trainer export` (which measures it from the training pictures, or \
-                     --um-per-px X), or leave um_per_px out to classify the centre of each frame",
-                    model.path().display()
-                ));
-            };
-            let framing = ScaleFraming::with_aspect(
-                camera,
-                own,
-                contract.pixel_aspect.unwrap_or(1.0),
-                contract.input_width,
-                contract.input_height,
-            )
-            .map_err(|e| format!("{}: {e}", model.path().display()))?;
+            let framing = scale_framing(camera, model)?;
             return Ok(Framing::Scaled(Box::new(FieldCutter::new(framing))));
         }
         if source.tile != 0 {

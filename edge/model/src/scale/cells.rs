@@ -163,15 +163,15 @@ pub fn annotate(img: &RgbImage, s: &CellSettings) -> RgbImage {
             2 => [0.0, 200.0, 0.0],
             _ => continue,
         };
-        for c in 0..3 {
-            p.0[c] = (0.55 * p.0[c] as f32 + 0.45 * tint[c]) as u8;
+        for (v, t) in p.0.iter_mut().zip(tint) {
+            *v = (0.55 * *v as f32 + 0.45 * t) as u8;
         }
     }
     out
 }
 
 /// [`measure_picture`], marking each component's pixels in `marks` (1 left out, 2 kept).
-fn measure(img: &RgbImage, s: &CellSettings, mut marks: Option<&mut Vec<u8>>) -> PictureCells {
+fn measure(img: &RgbImage, s: &CellSettings, marks: Option<&mut Vec<u8>>) -> PictureCells {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = PictureCells {
         candidates: Vec::new(),
@@ -209,7 +209,7 @@ fn measure(img: &RgbImage, s: &CellSettings, mut marks: Option<&mut Vec<u8>>) ->
     let pass = if second == levels.threshold && marks.is_none() {
         first
     } else {
-        segment(&green, &stained, w, h, second, s, marks.as_deref_mut())
+        segment(&green, &stained, w, h, second, s, marks)
     };
     out.threshold = second;
     out.candidates = pass.candidates;

@@ -459,3 +459,67 @@ fn classify_and_evaluate_take_the_declared_scale() {
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("declared at 0.25 µm/px"), "{md}");
 }
+
+#[test]
+fn edge_check_says_whether_the_model_can_take_the_declared_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model_at_scale(
+        &dir.path().join("unscaled.onnx"),
+        ["Benign", "Pro"],
+        224,
+        None,
+    );
+    write_model_at_scale(
+        &dir.path().join("scaled.onnx"),
+        ["Benign", "Pro"],
+        224,
+        Some(MODEL_UM),
+    );
+    std::fs::create_dir(dir.path().join("pics")).unwrap();
+    synthetic_smear(224, 224, 1)
+        .save(dir.path().join("pics/p.png"))
+        .unwrap();
+    let check = |model: &str| {
+        let config = dir.path().join(format!("{model}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[model]\npaths = [\"{model}.onnx\"]\n[source]\nspec = \"pics\"\num_per_px = 0.3\n\
+                 [store]\ndb = \"audit.db\"\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["check", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        let row = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "model self-test")
+            .unwrap()
+            .clone();
+        (out.status.code(), row)
+    };
+    let (code, row) = check("unscaled");
+    assert_eq!(code, Some(1), "{row}");
+    assert_eq!(row["result"], "fail", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("unscaled.onnx") && detail.contains("leukoscope.um_per_px"),
+        "{detail}"
+    );
+    let (_, row) = check("scaled");
+    assert_eq!(row["result"], "pass", "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pixel size 0.5 µm/px"),
+        "{row}"
+    );
+}

@@ -312,3 +312,59 @@ pub fn export_run(run: &crate::run::RunDir, out: &Path, scale: &ExportScale) -> 
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunDir;
+
+    fn contract() -> ModelContract {
+        ModelContract::new(vec!["a".into(), "b".into()], 64)
+    }
+
+    #[test]
+    fn a_stated_pixel_size_is_checked_and_taken_as_square() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir(dir.path().to_path_buf());
+        let scale = run_scale(&run, dir.path(), &contract(), &ExportScale::Stated(0.37));
+        assert_eq!(scale.unwrap(), (Some(0.37), None));
+        let err = run_scale(&run, dir.path(), &contract(), &ExportScale::Stated(-1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--um-per-px"), "{err}");
+    }
+
+    #[test]
+    fn a_pixel_size_that_cannot_be_measured_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir(dir.path().to_path_buf());
+        // No manifest: nothing to measure, the file is written without the key.
+        let scale = run_scale(
+            &run,
+            dir.path(),
+            &contract(),
+            &ExportScale::Measure { pictures: 10 },
+        );
+        assert_eq!(scale.unwrap(), (None, None));
+        // Pictures without red cells: the same.
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("a")).unwrap();
+        image::RgbImage::from_pixel(64, 64, image::Rgb([30, 30, 30]))
+            .save(data.join("a/x.png"))
+            .unwrap();
+        let digest =
+            leukoscope_model::manifest::sha256_hex(&std::fs::read(data.join("a/x.png")).unwrap());
+        std::fs::write(
+            run.manifest(),
+            format!("file,sha256,class,split\na/x.png,{digest},a,train\n"),
+        )
+        .unwrap();
+        let scale = run_scale(
+            &run,
+            &data,
+            &contract(),
+            &ExportScale::Measure { pictures: 10 },
+        );
+        assert_eq!(scale.unwrap(), (None, None));
+    }
+}

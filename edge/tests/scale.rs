@@ -216,7 +216,7 @@ fn pasted_value(stdout: &str) -> f64 {
 
 #[test]
 fn calibrate_prints_the_config_line_from_red_cells_or_a_micrometer() {
-    use leukoscope_model::scale::cells::synthetic::SyntheticField;
+    use leukoscope_model::scale::synthetic::SyntheticField;
     let dir = tempfile::tempdir().unwrap();
     // Five camera frames whose red cells are 25 px across: 7.5 µm / 25 px = 0.3 µm/px.
     let frames = dir.path().join("frames");
@@ -312,7 +312,7 @@ fn calibrate_fails_clearly_without_red_cells_or_lines() {
 
 #[test]
 fn a_run_warns_once_when_the_frames_disagree_with_the_declared_scale() {
-    use leukoscope_model::scale::cells::synthetic::SyntheticField;
+    use leukoscope_model::scale::synthetic::SyntheticField;
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("scaled.onnx");
     write_model_at_scale(&model, ["Benign", "Pro"], 224, Some(0.45));

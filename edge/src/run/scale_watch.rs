@@ -90,7 +90,7 @@ impl ScaleWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leukoscope_model::scale::cells::synthetic::SyntheticField;
+    use leukoscope_model::scale::synthetic::SyntheticField;
 
     fn frame(diameter: f64, seed: u64) -> RgbImage {
         SyntheticField {

@@ -166,7 +166,7 @@ pub fn manifest_files(
 
 #[cfg(test)]
 mod tests {
-    use super::super::cells::synthetic::SyntheticField;
+    use super::super::synthetic::SyntheticField;
     use super::*;
 
     #[test]

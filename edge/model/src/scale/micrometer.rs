@@ -264,7 +264,7 @@ mod tests {
         let blank = RgbImage::from_pixel(320, 240, image::Rgb([220, 220, 225]));
         let e = estimate_from_micrometer(&blank, 10.0).unwrap_err();
         assert!(matches!(e, ScaleError::NoRuler(_)), "{e}");
-        let smear = super::super::cells::synthetic::SyntheticField::new(20.0, 1).draw();
+        let smear = super::super::synthetic::SyntheticField::new(20.0, 1).draw();
         let e = estimate_from_micrometer(&smear, 10.0).unwrap_err();
         assert!(e.to_string().contains("micrometer"), "{e}");
         let ruler = synthetic_ruler(320, 240, 20.0, true, 1);

@@ -29,6 +29,7 @@ pub mod cells;
 pub mod dataset;
 pub mod fields;
 pub mod micrometer;
+pub mod synthetic;
 
 use serde::Serialize;
 use thiserror::Error;

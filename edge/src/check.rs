@@ -281,7 +281,32 @@ fn model_checks(config: &RunConfig) -> Vec<CheckResult> {
         let result = v
             .classifier(&leukoscope_model::onnx::ContractOverrides::default())
             .map_err(|e| e.to_string())
-            .and_then(|model| crate::run::selftest::model_check(&model, &config.model));
+            .and_then(|model| {
+                let detail = crate::run::selftest::model_check(&model, &config.model)?;
+                match config.source.um_per_px {
+                    // The framing `edge run` would use: the model must declare its pixel size,
+                    // and a camera's mode give at most 64 fields.
+                    Some(u) => {
+                        let f = crate::run::scale_framing(u, &model)?;
+                        let spec = &config.source.spec;
+                        if !(spec.starts_with("v4l2:") || spec.starts_with("/dev/video")) {
+                            return Ok(format!(
+                                "{detail}; pixel size {} µm/px, frames at {u} µm/px",
+                                f.model_um_per_px
+                            ));
+                        }
+                        let (w, h) = (config.source.options.width, config.source.options.height);
+                        f.check_field_count(w, h)?;
+                        Ok(format!(
+                            "{detail}; pixel size {} µm/px, camera {u} µm/px: {} field(s) per \
+                             {w}x{h} frame",
+                            f.model_um_per_px,
+                            f.field_count(w, h)
+                        ))
+                    }
+                    None => Ok(detail),
+                }
+            });
         match result {
             Ok(d) => details.push(d),
             Err(e) => failures.push(e),

@@ -3,7 +3,9 @@
 //! JSON lines (`--format jsonl`), one object per image — a contract other tools script against:
 //! `{"path": str, "label": str|null, "confidence": float|null, "probabilities": {label: float}|null,
 //! "error": str|null, "decision": "blast"|"normal"|"uncertain"|null,
-//! "uncertain_reason": "low_confidence"|null}`. The decision is the device's frame rule
+//! "uncertain_reason": "low_confidence"|null}`; with `--um-per-px` one object per model-scale
+//! field of a picture, with `"tile": int` (its field, row by row from the top left) added, and
+//! the CSV gains a last column `tile`. The decision is the device's frame rule
 //! ([`leukoscope_screening::decide_frame`]), so a picture gets the word `edge run` would give it.
 
 use std::io::Write;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::preprocess::{Preprocessor, decode_image};
+use leukoscope_model::scale::fields::FieldCutter;
 use leukoscope_screening::{Decision, DecisionConfig, FrameDecision, decide_frame};
 
 /// `edge classify --format`: how the results are written.
@@ -68,6 +71,12 @@ pub struct Row {
     pub decision: Option<Decision>,
     /// Why the decision is `uncertain` (`None` otherwise).
     pub uncertain_reason: Option<UncertainReason>,
+    /// The picture's model-scale field this row is for (`--um-per-px`: pictures resampled to
+    /// the model's pixel size and cut into fields, numbered row by row from the top left);
+    /// `None` for a whole picture (and then not written: the JSON key and the CSV column
+    /// `tile` appear only with `--um-per-px`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tile: Option<u32>,
 }
 
 /// Classifies one image file and decides it with `decision` (the device's frame rule).
@@ -84,31 +93,82 @@ pub fn classify_file(
         .and_then(|()| model.probabilities(input).map_err(|e| e.to_string()));
     let path_text = path.display().to_string();
     match result {
-        Ok(p) => {
-            let best = leukoscope_model::metrics::argmax(&p);
-            let labels = &model.contract().labels;
-            let decided = decide_frame(decision, labels, &p);
-            Row {
-                path: path_text,
-                label: Some(labels[best].clone()),
-                confidence: Some(p[best]),
-                probabilities: Some(
-                    labels
-                        .iter()
-                        .zip(&p)
-                        .map(|(l, v)| (l.clone(), serde_json::json!(v)))
-                        .collect(),
-                ),
-                error: None,
-                decision: Some(decided.kind),
-                uncertain_reason: UncertainReason::of(&decided),
-            }
-        }
+        Ok(p) => row_of(model, path_text, &p, decision, None),
         Err(e) => Row {
             path: path_text,
             error: Some(e),
             ..Row::default()
         },
+    }
+}
+
+/// Classifies one image file at a declared pixel size: resampled to the model's and cut into
+/// model-input fields (`cutter`), one row per field (`tile`); an unreadable file is one error
+/// row.
+pub fn classify_file_fields(
+    model: &OnnxClassifier,
+    cutter: &mut FieldCutter,
+    pre: &mut Preprocessor,
+    input: &mut [f32],
+    path: &Path,
+    decision: &DecisionConfig,
+) -> Vec<Row> {
+    let path_text = path.display().to_string();
+    let error = |e: String| Row {
+        path: path_text.clone(),
+        error: Some(e),
+        ..Row::default()
+    };
+    let img = match decode_image(path) {
+        Ok(img) => img,
+        Err(e) => return vec![error(e.to_string())],
+    };
+    let mut rows = Vec::new();
+    for field in cutter.cut(&img) {
+        let p = pre
+            .run_into(&field.image, input)
+            .map_err(|e| e.to_string())
+            .and_then(|()| model.probabilities(input).map_err(|e| e.to_string()));
+        rows.push(match p {
+            Ok(p) => row_of(model, path_text.clone(), &p, decision, Some(field.index)),
+            Err(e) => Row {
+                tile: Some(field.index),
+                ..error(e)
+            },
+        });
+    }
+    if rows.is_empty() {
+        rows.push(error("empty picture".into()));
+    }
+    rows
+}
+
+/// The row for probabilities `p` of a picture (or one of its fields).
+fn row_of(
+    model: &OnnxClassifier,
+    path: String,
+    p: &[f32],
+    decision: &DecisionConfig,
+    tile: Option<u32>,
+) -> Row {
+    let best = leukoscope_model::metrics::argmax(p);
+    let labels = &model.contract().labels;
+    let decided = decide_frame(decision, labels, p);
+    Row {
+        path,
+        label: Some(labels[best].clone()),
+        confidence: Some(p[best]),
+        probabilities: Some(
+            labels
+                .iter()
+                .zip(p)
+                .map(|(l, v)| (l.clone(), serde_json::json!(v)))
+                .collect(),
+        ),
+        error: None,
+        decision: Some(decided.kind),
+        uncertain_reason: UncertainReason::of(&decided),
+        tile,
     }
 }
 
@@ -118,13 +178,25 @@ pub fn write_header(
     format: ClassifyFormat,
     labels: &[String],
 ) -> std::io::Result<()> {
+    write_header_with(out, format, labels, false)
+}
+
+/// [`write_header`]; `fields`: rows are model-scale fields (`--um-per-px`), the CSV gets the
+/// column `tile`.
+pub fn write_header_with(
+    out: &mut dyn Write,
+    format: ClassifyFormat,
+    labels: &[String],
+    fields: bool,
+) -> std::io::Result<()> {
     match format {
         ClassifyFormat::Jsonl => Ok(()),
         ClassifyFormat::Csv => {
             let header = ["path", "label", "confidence"]
                 .into_iter()
                 .chain(labels.iter().map(String::as_str))
-                .chain(["error", "decision", "uncertain_reason"]);
+                .chain(["error", "decision", "uncertain_reason"])
+                .chain(fields.then_some("tile"));
             write_csv_record(out, header)
         }
         ClassifyFormat::Table => {
@@ -135,6 +207,14 @@ pub fn write_header(
                 "path", "label", "confidence"
             )
         }
+    }
+}
+
+/// The path as the table shows it: with `#N` for field N of a picture.
+fn shown_path(row: &Row) -> String {
+    match row.tile {
+        Some(t) => format!("{}#{t}", row.path),
+        None => row.path.clone(),
     }
 }
 
@@ -156,6 +236,17 @@ pub fn write_row(
     format: ClassifyFormat,
     labels: &[String],
     row: &Row,
+) -> std::io::Result<()> {
+    write_row_with(out, format, labels, row, false)
+}
+
+/// [`write_row`]; `fields` as for [`write_header_with`].
+pub fn write_row_with(
+    out: &mut dyn Write,
+    format: ClassifyFormat,
+    labels: &[String],
+    row: &Row,
+    fields: bool,
 ) -> std::io::Result<()> {
     let prob = |l: &String| {
         row.probabilities
@@ -187,10 +278,13 @@ pub fn write_row(
                     .map_or("", UncertainReason::as_str)
                     .into(),
             );
+            if fields {
+                record.push(row.tile.map_or(String::new(), |t| t.to_string()));
+            }
             write_csv_record(out, record)
         }
         ClassifyFormat::Table => match &row.error {
-            Some(e) => writeln!(out, "{:<40} ERROR      {e}", row.path),
+            Some(e) => writeln!(out, "{:<40} ERROR      {e}", shown_path(row)),
             None => {
                 let probs: String = labels
                     .iter()
@@ -204,7 +298,7 @@ pub fn write_row(
                 writeln!(
                     out,
                     "{:<40} {:<10} {:>10.4}{probs}  {decision}",
-                    row.path,
+                    shown_path(row),
                     row.label.as_deref().unwrap_or(""),
                     row.confidence.unwrap_or(f32::NAN)
                 )

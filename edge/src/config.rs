@@ -215,9 +215,17 @@ pub struct SourceConfig {
     /// stdin, files and a watched folder. `latest` on files or a folder, and `all` on a camera,
     /// are refused. Set `latest` for `stdin` from a live camera (`rpicam-vid`, GStreamer).
     pub policy: Option<FramePolicy>,
-    /// 0: classify the centre square of each frame (the default, like the training pictures).
-    /// N: cut each frame into a centred grid of N×N tiles at full resolution and classify each
-    /// tile on its own (per-tile results; see `edge::source::tiles`).
+    /// The camera's pixel size, micrometres per pixel (`edge calibrate` measures it). With it
+    /// (and a model that declares its own, `leukoscope.um_per_px`) each frame is resampled to
+    /// the model's pixel size and cut into model-input fields that cover it, each gated,
+    /// classified, recorded and counted on its own
+    /// ([`leukoscope_model::scale::fields`]). Unset: the centre square of each frame, resized
+    /// to the model input, as before.
+    pub um_per_px: Option<f64>,
+    /// **Deprecated** (use `um_per_px`): 0 or unset classifies the centre square of each frame;
+    /// N cuts each frame into a centred grid of tiles **N pixels a side** at full resolution,
+    /// each classified on its own (`edge::source::tiles`). Still accepted for old configs, with
+    /// a warning; refused together with `um_per_px`.
     pub tile: u32,
     /// Camera mode, frame size limit, folder scanning.
     pub options: SourceOptions,
@@ -229,6 +237,7 @@ impl Default for SourceConfig {
             spec: "v4l2:/dev/video0".into(),
             exit_on_end: true,
             policy: None,
+            um_per_px: None,
             tile: 0,
             options: SourceOptions::default(),
         }
@@ -363,6 +372,17 @@ impl RunConfig {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::Invalid(format!(
                     "model.sha256 for {file}: expected 64 hex digits, got {digest:?}"
+                )));
+            }
+        }
+        if let Some(u) = self.source.um_per_px {
+            leukoscope_model::scale::check_um_per_px("source.um_per_px", u)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if self.source.tile != 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "source.tile = {} (deprecated) and source.um_per_px go not together: \
+                     um_per_px replaces tile (frames are cut into model-scale fields); remove tile",
+                    self.source.tile
                 )));
             }
         }
@@ -524,6 +544,19 @@ mod tests {
         assert!(c.fleet.enabled());
         assert_eq!(c.fleet.device_name(), "kit-7");
         assert_eq!(c.fleet.ca_file, Some(dir.path().join("ca.crt")));
+    }
+
+    #[test]
+    fn the_pixel_size_is_checked_and_replaces_tile() {
+        let config: RunConfig = toml::from_str("[source]\num_per_px = 0.21\n").unwrap();
+        config.check().unwrap();
+        assert_eq!(config.source.um_per_px, Some(0.21));
+        let config: RunConfig = toml::from_str("[source]\num_per_px = -1\n").unwrap();
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("source.um_per_px"), "{e}");
+        let config: RunConfig = toml::from_str("[source]\num_per_px = 0.2\ntile = 224\n").unwrap();
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("um_per_px replaces tile"), "{e}");
     }
 
     #[test]

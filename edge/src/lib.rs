@@ -7,11 +7,13 @@
 //! then are shown on the panel and sent on the serial line (`hardware`). [`run`] is the device
 //! program that wires these together; [`config`] its settings; [`model_search`] where it finds
 //! its model; [`integrity`] the model checks at start; [`check`] the deployment check
-//! (`edge check`); [`fleet`] forwards results to an MQTT broker and collects them from many
-//! kits; [`classify`] and [`audit`] the `edge classify`, `sessions`, `export` and `report`
+//! (`edge check`); [`calibrate`] the camera's pixel size (`edge calibrate`); [`fleet`] forwards
+//! results to an MQTT broker and collects them from many kits; [`classify`] and [`audit`] the
+//! `edge classify`, `sessions`, `export` and `report`
 //! commands.
 
 pub mod audit;
+pub mod calibrate;
 pub mod check;
 pub mod classify;
 pub mod config;

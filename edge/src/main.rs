@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use edge::audit::ExportFormat;
-use edge::classify::{ClassifyFormat, classify_file, write_header, write_row};
+use edge::classify::{
+    ClassifyFormat, classify_file, classify_file_fields, write_header_with, write_row_with,
+};
 use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::images::expand_paths;
 use leukoscope_model::onnx::ContractOverrides;
@@ -56,6 +58,12 @@ enum Command {
     /// LEDs, display and button. Prints a table; exit status 0 only when every check passed,
     /// 1 otherwise. The systemd unit runs it before `edge run` (ExecStartPre).
     Check(CheckArgs),
+    /// Measure the camera's pixel size (µm per pixel) from the red blood cells of a few frames
+    /// (picture files, or frames of the config's or --source's camera or stream), or from a
+    /// stage-micrometer picture (--micrometer FILE --division-um D), and print the config lines
+    /// that declare it (`[source]` / `um_per_px = …`). Exit status 1 when no estimate can be
+    /// made (too few red cells, no micrometer lines), saying why.
+    Calibrate(CalibrateArgs),
     /// List the slide sessions in the audit database.
     Sessions(DbArgs),
     /// Export one session's frames as CSV or JSON (stdout, or --out).
@@ -250,6 +258,35 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
+struct CalibrateArgs {
+    /// Device config file (TOML, as for `edge run`): its source, and its `um_per_px` to compare.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Frame source instead of the config's (as `edge run --source`), when no files are given.
+    #[arg(long)]
+    source: Option<String>,
+    /// Frames (or pictures, evenly spread over those given) to measure.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    frames: usize,
+    /// Seconds to wait for the frames of a source.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
+    /// A stage-micrometer picture taken through the same objective and camera.
+    #[arg(long, value_name = "FILE")]
+    micrometer: Option<PathBuf>,
+    /// The micrometer's division in µm.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "D",
+        requires = "micrometer"
+    )]
+    division_um: f64,
+    /// Picture files or folders (frames of the camera to calibrate).
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     #[command(flatten)]
     db: DbArgs,
@@ -346,8 +383,14 @@ struct RunArgs {
     /// folders; a camera is always `latest`).
     #[arg(long, value_parser = ["latest", "all"])]
     policy: Option<String>,
-    /// Cut each frame into a centred grid of N×N tiles at full resolution and classify each on
-    /// its own (default 0: the centre square of the frame, resized to the model input).
+    /// The camera's pixel size in µm per pixel (`[source] um_per_px`; measure it with `edge
+    /// calibrate`): each frame is resampled to the model's pixel size (its
+    /// `leukoscope.um_per_px`) and cut into model-input fields that cover it, each gated,
+    /// classified, recorded and counted on its own. Without it: the centre square of each frame.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
+    /// Deprecated (use --um-per-px): cut each frame into a centred grid of tiles N pixels a side
+    /// at full resolution and classify each on its own (0: the centre square of the frame).
     #[arg(long, value_name = "N")]
     tile: Option<u32>,
     /// Print no event lines on stdout.
@@ -404,6 +447,12 @@ struct EvaluateArgs {
         value_name = "NAME=GROUP"
     )]
     foreign_groups: Vec<String>,
+    /// The pictures' pixel size in µm per pixel: each is resampled to the model's
+    /// (`leukoscope.um_per_px`) and cut into model-input fields; a picture's probabilities are
+    /// the mean of its fields'. Default: the config's `[source] um_per_px`, else the centre of
+    /// each picture.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
     #[command(flatten)]
     decision: DecisionArgs,
     /// Slide simulation: fields (pictures) per simulated slide [default: 30].
@@ -615,6 +664,11 @@ struct ClassifyArgs {
     format: ClassifyFormat,
     #[command(flatten)]
     decision: DecisionArgs,
+    /// The pictures' pixel size in µm per pixel: each is resampled to the model's
+    /// (`leukoscope.um_per_px`) and cut into model-input fields, one row per field (`tile`).
+    /// Default: the config's `[source] um_per_px`, else the centre of each picture.
+    #[arg(long, value_name = "UM")]
+    um_per_px: Option<f64>,
     /// Image files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -683,8 +737,15 @@ fn run(cli: Cli) -> Result<i32> {
             let selection = leukoscope_model::evaluate::Selection {
                 manifest: a.manifest.clone().map(|m| (m, a.split.clone())),
             };
-            let e = leukoscope_model::evaluate::evaluate_selection_with(
-                &model, &a.data, &selection, &settings, &out,
+            let framing = match a.um_per_px.or(a.decision.run_config()?.source.um_per_px) {
+                Some(u) => {
+                    leukoscope_model::scale::check_um_per_px("--um-per-px", u)?;
+                    Some(edge::run::scale_framing(u, &model).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            };
+            let e = leukoscope_model::evaluate::evaluate_selection_at(
+                &model, &a.data, &selection, &settings, &out, framing,
             )?;
             for (path, reason) in &e.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
@@ -719,7 +780,8 @@ fn run(cli: Cli) -> Result<i32> {
                     r.macro_avg.f1
                 );
                 for p in leukoscope_model::evaluate::Perturbation::SHORTCUT_CHECKS {
-                    let e = leukoscope_model::evaluate::evaluate_files(&model, &files, p)?;
+                    let e =
+                        leukoscope_model::evaluate::evaluate_files_at(&model, &files, p, framing)?;
                     println!(
                         "{:<36} {:>8.2}% {:>9.4}",
                         p.name(),
@@ -776,6 +838,25 @@ fn run(cli: Cli) -> Result<i32> {
             }
             .context("cannot write output")?;
             Ok(if report.passed { 0 } else { 1 })
+        }
+        Command::Calibrate(a) => {
+            let config = match &a.config {
+                Some(path) => edge::config::RunConfig::load(path)?,
+                None => edge::config::RunConfig::default(),
+            };
+            if a.micrometer.is_some() {
+                edge::calibrate::check_division(a.division_um).map_err(anyhow::Error::msg)?;
+            }
+            let request = edge::calibrate::CalibrateRequest {
+                files: a.files.clone(),
+                source: a.source.clone(),
+                frames: a.frames,
+                timeout: std::time::Duration::from_secs(a.timeout),
+                micrometer: a.micrometer.clone().map(|m| (m, a.division_um)),
+            };
+            let result = edge::calibrate::calibrate(&config, &request)?;
+            print!("{}", result.report());
+            Ok(0)
         }
         Command::Sessions(a) => {
             let store = a.open()?;
@@ -1087,22 +1168,40 @@ fn measure_fields(a: FieldsArgs) -> Result<i32> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<i32> {
-    let decision = a.decision.run_config()?.decision;
+    let config = a.decision.run_config()?;
+    let decision = config.decision;
     let model = a.model.load(a.decision.config.as_deref())?;
+    let mut cutter = match a.um_per_px.or(config.source.um_per_px) {
+        Some(u) => {
+            leukoscope_model::scale::check_um_per_px("--um-per-px", u)?;
+            let framing = edge::run::scale_framing(u, &model).map_err(anyhow::Error::msg)?;
+            Some(leukoscope_model::scale::fields::FieldCutter::new(framing))
+        }
+        None => None,
+    };
+    let fields = cutter.is_some();
     let labels = model.contract().labels.clone();
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    write_header(&mut out, a.format, &labels).context("cannot write output")?;
+    write_header_with(&mut out, a.format, &labels, fields).context("cannot write output")?;
     let mut failed = 0;
     for path in expand_paths(&a.paths) {
-        let row = classify_file(&model, &mut pre, &mut input, &path, &decision);
-        if let Some(e) = &row.error {
+        let rows = match &mut cutter {
+            Some(c) => classify_file_fields(&model, c, &mut pre, &mut input, &path, &decision),
+            None => vec![classify_file(
+                &model, &mut pre, &mut input, &path, &decision,
+            )],
+        };
+        if let Some(e) = rows.iter().find_map(|r| r.error.as_ref()) {
             eprintln!("error: {e}");
             failed += 1;
         }
-        write_row(&mut out, a.format, &labels, &row).context("cannot write output")?;
+        for row in &rows {
+            write_row_with(&mut out, a.format, &labels, row, fields)
+                .context("cannot write output")?;
+        }
     }
     out.flush().ok();
     Ok(if failed > 0 { 2 } else { 0 })
@@ -1204,6 +1303,13 @@ fn run_config(a: &RunArgs) -> Result<edge::config::RunConfig> {
     }
     if let Some(b) = &a.fleet_broker {
         c.fleet.broker = Some(b.clone());
+    }
+    if let Some(u) = a.um_per_px {
+        c.source.um_per_px = Some(u);
+        // The flag replaces a configured (deprecated) tile setting.
+        if a.tile.is_none() {
+            c.source.tile = 0;
+        }
     }
     c.check()?;
     Ok(c)

@@ -12,6 +12,13 @@
 //! the default size they are analysed at their native resolution and the thresholds below carry
 //! over to camera frames unchanged.
 //!
+//! With the camera's pixel size declared (`[source] um_per_px`), `edge run` gives the gate each
+//! model-scale field instead (the frame resampled to the model's pixel size,
+//! `leukoscope_model::scale::fields`): the figures are then measured at the scale the model
+//! sees, whatever the objective. Without it, a sharp field seen through a stronger objective at
+//! the same camera resolution has wider, softer edges per pixel and fails `focus`
+//! (`edge/tests/scale.rs` shows both).
+//!
 //! - **Focus**: variance of the 4-neighbour Laplacian of the luma (`0.299 R + 0.587 G +
 //!   0.114 B`, 0–255) over the analysis picture. Blur removes high frequencies, so the variance
 //!   collapses.

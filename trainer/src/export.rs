@@ -174,14 +174,100 @@ pub fn save(model: &pb::ModelProto, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `trainer export`: the run's best model, with its contract and the run's facts in the
-/// metadata (`leukoscope.model_family`, `.width`, `.run_id`, `.manifest_sha256`,
-/// `.test_accuracy`, `.test_macro_f1`, `.created`, `.version`).
-pub fn export_run(run: &crate::run::RunDir, out: &Path) -> Result<()> {
+/// Where the exported model's pixel size (`leukoscope.um_per_px`) comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportScale {
+    /// Measured from the red cells of up to this many training-split pictures (evenly spread
+    /// over the split), at the model input's pixels (`leukoscope_model::scale::dataset`).
+    Measure {
+        /// Pictures to measure at most.
+        pictures: usize,
+    },
+    /// Stated by the user (`--um-per-px X`), e.g. from a stage micrometer.
+    Stated(f64),
+}
+
+/// The model input's pixel size and pixel aspect ratio (`None`: square) for a run: stated
+/// (square pixels), or measured on its training split. A
+/// measurement that cannot be made (the dataset folder is gone, too few red cells: pictures
+/// that are not smear fields) is `Ok((None, None))` with the reason printed: the model is exported
+/// without the key and devices frame its input as before.
+pub fn run_scale(
+    run: &crate::run::RunDir,
+    data: &Path,
+    contract: &ModelContract,
+    scale: &ExportScale,
+) -> Result<(Option<f64>, Option<f64>)> {
+    use leukoscope_model::scale;
+    match *scale {
+        ExportScale::Stated(u) => {
+            scale::check_um_per_px("--um-per-px", u)?;
+            println!("pixel size: {u} µm/px, square pixels (stated with --um-per-px)");
+            Ok((Some(u), None))
+        }
+        ExportScale::Measure { pictures } => {
+            let files = match scale::dataset::manifest_files(
+                &run.manifest(),
+                data,
+                leukoscope_model::manifest::Split::Train,
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!(
+                        "warning: pixel size not recorded (leukoscope.um_per_px): cannot list the \
+                         training split: {e}; state it with --um-per-px X"
+                    );
+                    return Ok((None, None));
+                }
+            };
+            let chosen = scale::dataset::spread(&files, pictures);
+            match scale::dataset::measure_files_at_input(
+                &chosen,
+                &scale::cells::CellSettings::default(),
+                contract.input_width,
+                contract.input_height,
+            ) {
+                Ok(m) => {
+                    for (f, why) in &m.skipped {
+                        eprintln!("pixel size: skipped {}: {why}", f.display());
+                    }
+                    println!(
+                        "pixel size of the model input, measured on {} training pictures: {m}",
+                        chosen.len()
+                    );
+                    let aspect = m.estimate.pixel_aspect;
+                    let rounded = |v: f64, digits: i32| {
+                        let f = 10f64.powi(digits);
+                        (v * f).round() / f
+                    };
+                    Ok((
+                        Some(rounded(m.estimate.um_per_px, 4)),
+                        (aspect != 1.0).then(|| rounded(aspect, 3)),
+                    ))
+                }
+                Err(e) => {
+                    eprintln!(
+                        "warning: pixel size not recorded (leukoscope.um_per_px): {e}; state it \
+                         with --um-per-px X (a stage micrometer: `edge calibrate --micrometer`)"
+                    );
+                    Ok((None, None))
+                }
+            }
+        }
+    }
+}
+
+/// `trainer export`: the run's best model, with its contract (and the input's pixel size,
+/// `scale`) and the run's facts in the metadata (`leukoscope.model_family`, `.width`,
+/// `.run_id`, `.manifest_sha256`, `.test_accuracy`, `.test_macro_f1`, `.created`,
+/// `.version`).
+pub fn export_run(run: &crate::run::RunDir, out: &Path, scale: &ExportScale) -> Result<()> {
     use leukoscope_model::contract::metadata_keys as keys;
     let device = burn::tensor::Device::flex();
-    let (model, contract) = crate::evaluate::load_best_model(run, &device)?;
+    let (model, mut contract) = crate::evaluate::load_best_model(run, &device)?;
     let file = run.load_run()?;
+    (contract.um_per_px, contract.pixel_aspect) =
+        run_scale(run, &file.config.data, &contract, scale)?;
     let mut metadata = vec![
         (keys::RUN_ID.to_string(), file.info.id.clone()),
         (
@@ -225,4 +311,60 @@ pub fn export_run(run: &crate::run::RunDir, out: &Path) -> Result<()> {
         contract.input_size_string()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunDir;
+
+    fn contract() -> ModelContract {
+        ModelContract::new(vec!["a".into(), "b".into()], 64)
+    }
+
+    #[test]
+    fn a_stated_pixel_size_is_checked_and_taken_as_square() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir(dir.path().to_path_buf());
+        let scale = run_scale(&run, dir.path(), &contract(), &ExportScale::Stated(0.37));
+        assert_eq!(scale.unwrap(), (Some(0.37), None));
+        let err = run_scale(&run, dir.path(), &contract(), &ExportScale::Stated(-1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--um-per-px"), "{err}");
+    }
+
+    #[test]
+    fn a_pixel_size_that_cannot_be_measured_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir(dir.path().to_path_buf());
+        // No manifest: nothing to measure, the file is written without the key.
+        let scale = run_scale(
+            &run,
+            dir.path(),
+            &contract(),
+            &ExportScale::Measure { pictures: 10 },
+        );
+        assert_eq!(scale.unwrap(), (None, None));
+        // Pictures without red cells: the same.
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("a")).unwrap();
+        image::RgbImage::from_pixel(64, 64, image::Rgb([30, 30, 30]))
+            .save(data.join("a/x.png"))
+            .unwrap();
+        let digest =
+            leukoscope_model::manifest::sha256_hex(&std::fs::read(data.join("a/x.png")).unwrap());
+        std::fs::write(
+            run.manifest(),
+            format!("file,sha256,class,split\na/x.png,{digest},a,train\n"),
+        )
+        .unwrap();
+        let scale = run_scale(
+            &run,
+            &data,
+            &contract(),
+            &ExportScale::Measure { pictures: 10 },
+        );
+        assert_eq!(scale.unwrap(), (None, None));
+    }
 }

@@ -230,6 +230,9 @@ pub fn load_onnx_weights(
         colour: contract.colour,
         unfamiliarity: contract.unfamiliarity.clone(),
         temperature: contract.temperature,
+        // The pixel size is measured at export, not part of a run's contract.
+        um_per_px: contract.um_per_px,
+        pixel_aspect: contract.pixel_aspect,
         ..theirs.clone()
     };
     if same_size != *contract {

@@ -77,6 +77,19 @@ pub struct ModelContract {
     /// split); `None` when the probabilities are the network's own softmax.
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// The training pictures' pixel size in micrometres per pixel (`leukoscope.um_per_px`),
+    /// when the model declares it ([`crate::scale`]): a device that declares its camera's pixel
+    /// size resamples frames to it. `None`: the model does not say (older models), and frames
+    /// are centre-cropped and resized as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub um_per_px: Option<f64>,
+    /// A training-picture pixel's width over its height (`leukoscope.pixel_aspect`), when it is
+    /// not 1: pictures stretched to another aspect ratio (the Taleqani pictures are 4:3
+    /// photographs squeezed into squares, ≈ 1.3). `um_per_px` is then the geometric mean
+    /// √(width·height) of a pixel, and a device resamples x and y by their own factors so its
+    /// frames look like the training pictures. `None`: square pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_aspect: Option<f64>,
 }
 
 /// The largest input side a contract may name: a classifier of single smear fields has no use
@@ -128,6 +141,12 @@ pub mod metadata_keys {
     pub const UNFAMILIARITY: &str = "leukoscope.unfamiliarity";
     /// The temperature applied in the graph to the `probabilities` output; absent: none.
     pub const TEMPERATURE: &str = "leukoscope.temperature";
+    /// The training pictures' pixel size, micrometres per pixel (a decimal number, e.g.
+    /// `"0.3712"`); optional: models without it are framed as before.
+    pub const UM_PER_PX: &str = "leukoscope.um_per_px";
+    /// A training-picture pixel's width over its height (a decimal number, e.g. `"1.296"`);
+    /// optional, absent for square pixels. Only meaningful with `UM_PER_PX`.
+    pub const PIXEL_ASPECT: &str = "leukoscope.pixel_aspect";
 }
 
 /// A contract that cannot be used.
@@ -151,6 +170,8 @@ impl ModelContract {
             colour: ColourNormalization::None,
             unfamiliarity: None,
             temperature: None,
+            um_per_px: None,
+            pixel_aspect: None,
         }
     }
 
@@ -211,6 +232,14 @@ impl ModelContract {
             self.temperature
                 .map(|t| (metadata_keys::TEMPERATURE.into(), t.to_string())),
         )
+        .chain(
+            self.um_per_px
+                .map(|u| (metadata_keys::UM_PER_PX.into(), format!("{u}"))),
+        )
+        .chain(
+            self.pixel_aspect
+                .map(|a| (metadata_keys::PIXEL_ASPECT.into(), format!("{a}"))),
+        )
         .collect()
     }
 
@@ -260,6 +289,13 @@ impl ModelContract {
             ),
             None => None,
         };
+        let number = |key: &str| -> Result<Option<f64>, ContractError> {
+            map.get(key)
+                .map(|v| v.trim().parse::<f64>().map_err(|e| bad(key, &e)))
+                .transpose()
+        };
+        let um_per_px = number(metadata_keys::UM_PER_PX)?;
+        let pixel_aspect = number(metadata_keys::PIXEL_ASPECT)?;
         let contract = ModelContract {
             labels,
             input_height,
@@ -270,6 +306,8 @@ impl ModelContract {
             colour,
             unfamiliarity,
             temperature,
+            um_per_px,
+            pixel_aspect,
         };
         contract.validate()?;
         Ok(contract)
@@ -309,6 +347,18 @@ impl ModelContract {
             return Err(ContractError::Invalid(format!(
                 "mean {:?} is not finite",
                 self.mean
+            )));
+        }
+        if let Some(u) = self.um_per_px {
+            crate::scale::check_um_per_px(metadata_keys::UM_PER_PX, u)
+                .map_err(|e| ContractError::Invalid(e.to_string()))?;
+        }
+        if let Some(a) = self.pixel_aspect
+            && !(a.is_finite() && (0.25..=4.0).contains(&a))
+        {
+            return Err(ContractError::Invalid(format!(
+                "{} = {a} is not a pixel aspect ratio (expected 0.25..4)",
+                metadata_keys::PIXEL_ASPECT
             )));
         }
         if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
@@ -392,6 +442,25 @@ mod tests {
             ModelContract::from_metadata(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .unwrap();
         assert_eq!(back, coloured);
+        assert!(!entries.iter().any(|(k, _)| k == metadata_keys::UM_PER_PX));
+        // The pixel size is optional and round-trips when present.
+        let mut scaled = c.clone();
+        scaled.um_per_px = Some(0.3712);
+        scaled.pixel_aspect = Some(1.296);
+        let e = scaled.to_metadata();
+        let back =
+            ModelContract::from_metadata(e.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(back.um_per_px, Some(0.3712));
+        assert_eq!(back.pixel_aspect, Some(1.296));
+        let bad = e.iter().map(|(k, v)| {
+            if k == metadata_keys::UM_PER_PX {
+                (k.as_str(), "-2")
+            } else {
+                (k.as_str(), v.as_str())
+            }
+        });
+        let err = ModelContract::from_metadata(bad).unwrap_err().to_string();
+        assert!(err.contains("leukoscope.um_per_px"), "{err}");
         let without_labels = entries.iter().filter(|(k, _)| k != metadata_keys::LABELS);
         let err =
             ModelContract::from_metadata(without_labels.map(|(k, v)| (k.as_str(), v.as_str())))

@@ -14,6 +14,7 @@ use crate::metrics::{ClassificationReport, MetricsError, evaluate};
 use crate::onnx::ModelError;
 use crate::operating_point::{ScreeningFigures, ScreeningSettings};
 use crate::preprocess::{Preprocessor, decode_image};
+use crate::scale::fields::{FieldCutter, ScaleFraming};
 use crate::seeded::SplitMix64;
 
 /// Why an evaluation could not be made.
@@ -220,23 +221,58 @@ pub fn evaluate_files(
     files: &[(PathBuf, usize)],
     perturbation: Perturbation,
 ) -> Result<Evaluation, EvaluateError> {
+    evaluate_files_at(model, files, perturbation, None)
+}
+
+/// [`evaluate_files`] with the pictures' pixel size declared (`framing`: the camera's and the
+/// model's, [`crate::scale::fields`]): each picture is resampled to the model's pixel size and
+/// cut into model-input fields, and its probabilities are the mean of its fields' (the device's
+/// field rule averages frames the same way). `None`: each picture's centre crop, as before.
+pub fn evaluate_files_at(
+    model: &OnnxClassifier,
+    files: &[(PathBuf, usize)],
+    perturbation: Perturbation,
+    framing: Option<ScaleFraming>,
+) -> Result<Evaluation, EvaluateError> {
     let labels = &model.contract().labels;
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
+    let mut cutter = framing.map(FieldCutter::new);
     let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (path, class)) in files.iter().enumerate() {
-        let result = decode_image(path)
-            .map_err(|e| e.to_string())
-            .and_then(|mut img| {
+        let img = match decode_image(path) {
+            Ok(mut img) => {
                 perturbation.apply(&mut img, i);
-                pre.run_into(&img, &mut input).map_err(|e| e.to_string())
-            });
-        match result {
-            Ok(()) => {
-                probabilities.push(model.probabilities(&input)?);
+                img
+            }
+            Err(e) => {
+                skipped.push((path.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let pictures = match &mut cutter {
+            Some(c) => c.cut(&img).into_iter().map(|f| f.image).collect(),
+            None => vec![img],
+        };
+        let mut mean = vec![0.0f32; labels.len()];
+        let mut failed = None;
+        for picture in &pictures {
+            if let Err(e) = pre.run_into(picture, &mut input) {
+                failed = Some(e.to_string());
+                break;
+            }
+            let p = model.probabilities(&input)?;
+            for (m, v) in mean.iter_mut().zip(&p) {
+                *m += v / pictures.len() as f32;
+            }
+        }
+        match failed {
+            None if !pictures.is_empty() => {
+                probabilities.push(mean);
                 truth.push(*class);
             }
-            Err(reason) => skipped.push((path.clone(), reason)),
+            None => skipped.push((path.clone(), "empty picture".into())),
+            Some(reason) => skipped.push((path.clone(), reason)),
         }
     }
     if truth.is_empty() {
@@ -288,8 +324,20 @@ pub fn evaluate_selection_with(
     settings: &ScreeningSettings,
     out: &Path,
 ) -> Result<Evaluation, EvaluateError> {
+    evaluate_selection_at(model, data, selection, settings, out, None)
+}
+
+/// [`evaluate_selection_with`] with the pictures' pixel size declared ([`evaluate_files_at`]).
+pub fn evaluate_selection_at(
+    model: &OnnxClassifier,
+    data: &Path,
+    selection: &Selection,
+    settings: &ScreeningSettings,
+    out: &Path,
+    framing: Option<ScaleFraming>,
+) -> Result<Evaluation, EvaluateError> {
     let files = labeled_files(data, &model.contract().labels, selection)?;
-    let mut evaluation = evaluate_files(model, &files, Perturbation::None)?;
+    let mut evaluation = evaluate_files_at(model, &files, Perturbation::None, framing)?;
     let screening = ScreeningFigures::compute(
         &model.contract().labels,
         &evaluation.truth,
@@ -300,6 +348,13 @@ pub fn evaluate_selection_with(
         "Model metadata: {} entries.",
         model.metadata().len()
     )];
+    if let Some(f) = framing {
+        notes.push(format!(
+            "Pictures declared at {} µm/px, resampled to the model's {} µm/px and cut into \
+             model-input fields; a picture's probabilities are the mean of its fields'.",
+            f.camera_um_per_px, f.model_um_per_px
+        ));
+    }
     if !evaluation.skipped.is_empty() {
         notes.push(format!(
             "{} unreadable file(s) were skipped.",

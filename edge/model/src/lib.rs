@@ -31,6 +31,7 @@ pub mod onnx;
 pub mod operating_point;
 pub mod picture;
 pub mod preprocess;
+pub mod scale;
 pub mod seeded;
 pub mod shift;
 pub mod slide_simulation;

@@ -38,6 +38,7 @@ mod model;
 mod outputs;
 mod pipeline;
 mod record;
+mod scale_watch;
 pub mod selftest;
 mod session;
 mod signals;
@@ -52,7 +53,7 @@ use tracing::info;
 
 pub use model::model_files;
 pub use outputs::{Outputs, open_outputs};
-pub use pipeline::{FrameError, FramePipeline, Outcome, Processed};
+pub use pipeline::{FrameError, FramePipeline, Framing, Outcome, Processed, scale_framing};
 pub use signals::shutdown_flag;
 
 use crate::config::RunConfig;

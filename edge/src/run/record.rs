@@ -78,6 +78,13 @@ impl Device {
         for part in &processed {
             self.announce(seq, part, time);
         }
+        if let Some(message) = self.pipeline.take_scale_warning() {
+            warn!("pixel size: {message}");
+            self.outputs.send(&hardware::Event::Notice {
+                code: "scale_mismatch".into(),
+                message,
+            });
+        }
     }
 
     /// A watched folder's picture from before the start (catch-up) that the database already

@@ -61,6 +61,7 @@ impl Device {
         };
         match self.store.begin_session(&new) {
             Ok(id) => {
+                self.pipeline.reset_scale_watch();
                 info!(session = id, slide, "session started");
                 self.session = Some(OpenSession {
                     id,

@@ -7,7 +7,7 @@ use hardware::DeviceStatus;
 use tracing::{error, info, warn};
 
 use super::model::{LoadedModel, load_model};
-use super::{Device, FramePipeline, Outputs, RunError, RunSummary, selftest};
+use super::{Device, FramePipeline, Framing, Outputs, RunError, RunSummary, selftest};
 use crate::config::RunConfig;
 use crate::flagged::{CapPolicy, FlaggedImages};
 use crate::fleet::{BrokerSettings, Publisher, PublisherSettings};
@@ -21,14 +21,17 @@ impl Device {
         let started = Instant::now();
         let result = Self::start_inner(&config, &mut outputs);
         match result {
-            Ok((model, mut store, flagged)) => {
+            Ok((model, mut store, flagged, framing)) => {
                 let publisher = start_publisher(&config, &mut store);
-                let pipeline = FramePipeline::new(
+                let mut pipeline = FramePipeline::new(
                     &model.classifier,
                     config.quality.clone(),
                     config.decision.clone(),
-                    config.source.tile,
+                    framing,
                 );
+                if let Some(u) = config.source.um_per_px {
+                    pipeline.watch_scale(u);
+                }
                 outputs.status = DeviceStatus::idle();
                 outputs.refresh();
                 Ok(Device {
@@ -68,7 +71,7 @@ impl Device {
     fn start_inner(
         config: &RunConfig,
         outputs: &mut Outputs,
-    ) -> Result<(LoadedModel, Store, Option<FlaggedImages>), RunError> {
+    ) -> Result<(LoadedModel, Store, Option<FlaggedImages>, Framing), RunError> {
         let model = load_model(config)
             .map_err(|e| match e {
                 RunError::ModelRefused(m) => m,
@@ -83,6 +86,29 @@ impl Device {
             &model.as_ref().map(|(_, d)| d.clone()).map_err(Clone::clone),
         );
         let (model, _) = model.map_err(RunError::ModelRefused)?;
+        let framing =
+            Framing::from_config(&config.source, &model.classifier).map_err(RunError::Config)?;
+        if let Framing::Scaled(cutter) = &framing {
+            let f = cutter.framing();
+            let (w, h) = (config.source.options.width, config.source.options.height);
+            info!(
+                "pixel size: camera {} µm/px, model {} µm/px: frames resampled ×{:.3} and cut \
+                 into {}x{} px fields ({} per {w}x{h} frame)",
+                f.camera_um_per_px,
+                f.model_um_per_px,
+                f.factor(),
+                f.field_width,
+                f.field_height,
+                f.field_count(w, h)
+            );
+            let camera = config.source.spec.starts_with("v4l2:")
+                || config.source.spec.starts_with("/dev/video");
+            if camera {
+                // The camera's mode is known before its first frame; other sources are checked
+                // on their first frame.
+                f.check_field_count(w, h).map_err(RunError::Config)?;
+            }
+        }
         // With fleet forwarding on, every change is also queued in the outbox (same transaction).
         let store = if config.fleet.enabled() {
             Store::open_with_outbox(&config.store.db, config.fleet.outbox_max_rows)
@@ -108,7 +134,7 @@ impl Device {
             Some(dir) => Some(open_flagged(dir, config, &store)?),
             None => None,
         };
-        Ok((model, store, flagged))
+        Ok((model, store, flagged, framing))
     }
 }
 

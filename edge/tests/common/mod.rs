@@ -148,3 +148,32 @@ pub fn held_field(seed: u64, red_shift: i16, frames: usize, noise_seed: u64) -> 
         })
         .collect()
 }
+
+/// The tiny model ([`write_model_with`], gain 60) with an input of `size` px and, when given,
+/// the pixel size `um_per_px` (`leukoscope.um_per_px`) in its contract.
+pub fn write_model_at_scale(path: &Path, labels: [&str; 2], size: u32, um_per_px: Option<f64>) {
+    let mut g = GraphBuilder::new();
+    let pooled = g.node("GlobalAveragePool", &["image"], vec![], None);
+    let flat = g.flatten(&pooled);
+    let gain = 60.0;
+    let w = vec![gain, -gain, 0.0, 0.0, -gain, gain];
+    let logits = g.linear(&flat, (3, 2, w), vec![0.0, 0.0], Some("logits"));
+    g.node(
+        "Softmax",
+        &[&logits],
+        vec![attr_int("axis", 1)],
+        Some("probabilities"),
+    );
+    let mut c = ModelContract::new(labels.map(String::from).to_vec(), size);
+    c.mean = [0.5; 3];
+    c.std = [0.5; 3];
+    c.um_per_px = um_per_px;
+    let side = Some(i64::from(size));
+    let model = g.finish(
+        value_info("image", &[None, Some(3), side, side]),
+        vec![value_info("probabilities", &[None, Some(2)])],
+        c.to_metadata(),
+        "edge-tests",
+    );
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}

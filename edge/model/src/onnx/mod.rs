@@ -237,6 +237,8 @@ fn contract_from<'a>(
                 colour: Default::default(),
                 unfamiliarity: None,
                 temperature: None,
+                um_per_px: None,
+                pixel_aspect: None,
             }
         }
     };

@@ -274,6 +274,13 @@ mod tests {
                 "ERROR code=camera_lost message=\"no frame for 5 s\"",
             ),
             (
+                Event::Notice {
+                    code: "scale_mismatch".into(),
+                    message: "red cells give 0.31 um/px".into(),
+                },
+                "NOTICE code=scale_mismatch message=\"red cells give 0.31 um/px\"",
+            ),
+            (
                 Event::SelfTest {
                     check: "disk".into(),
                     ok: false,

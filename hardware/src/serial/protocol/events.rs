@@ -129,6 +129,15 @@ pub enum Event {
         /// Details for a person.
         message: String,
     },
+    /// Something the technician should know that is not a fault and does not stop
+    /// classifying, e.g. `code=scale_mismatch`: the frames' red cells disagree with the
+    /// configured pixel size. `code` is a word (`[a-z_]+`), `message` for a person.
+    Notice {
+        /// What kind, a word: `scale_mismatch`.
+        code: String,
+        /// Details for a person.
+        message: String,
+    },
     /// One self-test result.
     SelfTest {
         /// What was checked, e.g. `camera`.
@@ -237,6 +246,7 @@ impl Event {
             Event::Status { .. } => "STATUS",
             Event::Error { .. } => "ERROR",
             Event::SelfTest { .. } => "SELFTEST",
+            Event::Notice { .. } => "NOTICE",
             Event::Ok { .. } => "OK",
             Event::Err(_) => "ERR",
             Event::Pong => "PONG",
@@ -318,6 +328,10 @@ impl Event {
             ],
             Event::Error { code, message } => vec![
                 f("code", code.code().into()),
+                f("message", message.as_str().into()),
+            ],
+            Event::Notice { code, message } => vec![
+                f("code", code.as_str().into()),
                 f("message", message.as_str().into()),
             ],
             Event::SelfTest { check, ok, detail } => vec![

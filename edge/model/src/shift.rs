@@ -327,12 +327,12 @@ pub fn class_means(files: &[(PathBuf, usize)], classes: usize) -> Vec<[f32; 3]> 
         let pixels = (img.width() * img.height()).max(1) as f64;
         let mut s = [0f64; 3];
         for p in img.pixels() {
-            for k in 0..3 {
-                s[k] += f64::from(p.0[k]);
+            for (acc, v) in s.iter_mut().zip(p.0) {
+                *acc += f64::from(v);
             }
         }
-        for k in 0..3 {
-            sum[*c][k] += s[k] / pixels;
+        for (total, v) in sum[*c].iter_mut().zip(s) {
+            *total += v / pixels;
         }
         n[*c] += 1;
     }

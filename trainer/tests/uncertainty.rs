@@ -119,7 +119,7 @@ fn the_written_model_scores_unfamiliar_pictures_and_carries_its_temperature() {
         &std::fs::read_to_string(dir.path().join("calibrated.onnx.uncertainty.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(report["train_pictures"], 48);
+    assert_eq!(report["train_pictures"], 36);
     assert_eq!(report["validation_pictures"], 18);
 
     // A file that already carries them is refused, naming it.

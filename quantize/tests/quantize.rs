@@ -409,5 +409,8 @@ fn the_unfamiliarity_score_and_the_temperature_stay_f32_and_agree() {
         a.predict(&x).unwrap().unfamiliarity.unwrap(),
         b.predict(&x).unwrap().unfamiliarity.unwrap(),
     );
-    assert!(ga > max_a && gb > max_b, "green {ga} / {gb}, familiar max {max_a} / {max_b}");
+    assert!(
+        ga > max_a && gb > max_b,
+        "green {ga} / {gb}, familiar max {max_a} / {max_b}"
+    );
 }

@@ -96,7 +96,15 @@ fn main() {
                 "cnmc-2019",
                 30,
                 2,
-                &["--model", "mobilenetv2", "--width", "0.35"],
+                // Segmented cells on black: no slide background to take as the white point.
+                &[
+                    "--model",
+                    "mobilenetv2",
+                    "--width",
+                    "0.35",
+                    "--colour",
+                    "none",
+                ],
             )
         })
         .with_ignored_flag(!cnmc.is_dir()),

@@ -51,8 +51,25 @@ pub struct Evaluation {
     pub truth: Vec<usize>,
     /// The model's probabilities for each counted picture, in label order.
     pub probabilities: Vec<Vec<f32>>,
+    /// The model's unfamiliarity score for each counted picture (`None` for a model without
+    /// one).
+    pub unfamiliarity: Vec<Option<f32>>,
     /// The figures at the device's operating point, when they were computed (the report's).
     pub screening: Option<ScreeningFigures>,
+}
+
+impl Evaluation {
+    /// Whether each counted picture is unfamiliar under `contract`'s threshold (a score above
+    /// it, or not a number); `None` when the contract names no unfamiliarity score.
+    pub fn unfamiliar(&self, contract: &crate::contract::ModelContract) -> Option<Vec<bool>> {
+        let u = contract.unfamiliarity.as_ref()?;
+        Some(
+            self.unfamiliarity
+                .iter()
+                .map(|s| s.is_some_and(|s| u.is_unfamiliar(s)))
+                .collect(),
+        )
+    }
 }
 
 /// A change made to every picture before preprocessing, to test what the model relies on.
@@ -224,6 +241,7 @@ pub fn evaluate_files(
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
     let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unfamiliarity = Vec::new();
     for (i, (path, class)) in files.iter().enumerate() {
         let result = decode_image(path)
             .map_err(|e| e.to_string())
@@ -233,7 +251,9 @@ pub fn evaluate_files(
             });
         match result {
             Ok(()) => {
-                probabilities.push(model.probabilities(&input)?);
+                let prediction = model.predict(&input)?;
+                probabilities.push(prediction.probabilities);
+                unfamiliarity.push(prediction.unfamiliarity);
                 truth.push(*class);
             }
             Err(reason) => skipped.push((path.clone(), reason)),
@@ -254,6 +274,7 @@ pub fn evaluate_files(
         skipped,
         truth,
         probabilities,
+        unfamiliarity,
         screening: None,
     })
 }
@@ -290,10 +311,12 @@ pub fn evaluate_selection_with(
 ) -> Result<Evaluation, EvaluateError> {
     let files = labeled_files(data, &model.contract().labels, selection)?;
     let mut evaluation = evaluate_files(model, &files, Perturbation::None)?;
-    let screening = ScreeningFigures::compute(
+    let unfamiliar = evaluation.unfamiliar(model.contract());
+    let screening = ScreeningFigures::compute_scored(
         &model.contract().labels,
         &evaluation.truth,
         &evaluation.probabilities,
+        unfamiliar.as_deref(),
         settings,
     );
     let mut notes = vec![format!(

@@ -18,7 +18,7 @@ use super::AuditError;
 use crate::store::{FrameRow, SessionRow, Store, format_time};
 
 /// The fixed CSV columns, in order (the `p_<label>` columns follow).
-pub const CSV_COLUMNS: [&str; 24] = [
+pub const CSV_COLUMNS: [&str; 26] = [
     "frame_id",
     "session_id",
     "seq",
@@ -43,6 +43,8 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "image_evicted",
     "slide_id",
     "field",
+    "unfamiliarity",
+    "uncertain_reason",
 ];
 
 /// `edge export --format`: what [`export_session`] writes.
@@ -137,6 +139,9 @@ fn csv_row(session: &SessionRow, row: &FrameRow) -> Vec<String> {
         row.image_evicted.map_or(String::new(), |t| format_time(&t)),
         opt(&session.slide_id),
         f.field.map_or(String::new(), |n| n.to_string()),
+        num(f.unfamiliarity),
+        f.uncertain_reason
+            .map_or(String::new(), |r| r.as_str().to_string()),
     ];
     for i in 0..session.labels.len() {
         cells.push(num(f.probabilities.get(i).copied()));

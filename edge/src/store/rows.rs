@@ -7,6 +7,7 @@ use rusqlite::Row;
 
 use super::types::parse_time;
 use super::{FrameRecord, FrameRow, Quality, SessionCounts, SessionRow, StoreError};
+use leukoscope_screening::UncertainReason;
 
 /// The `counts` column: a JSON object label → confident frames.
 pub(super) fn counts_json(counts: &[(String, u32)]) -> String {
@@ -28,7 +29,7 @@ pub(super) const SESSION_SELECT: &str = "SELECT s.id, s.slide_id, s.started, s.s
     s.software_version, s.rule, s.counts, s.good, s.retakes, s.uncertain, s.blast_fraction,
     s.verdict, s.dominant_subtype,
     (SELECT count(*) FROM frames f WHERE f.session_id = s.id),
-    s.fields, s.blast_fields, s.uncertain_fields, s.fault
+    s.fields, s.blast_fields, s.uncertain_fields, s.fault, s.unfamiliar_fields
     FROM sessions s";
 
 /// A session row as SQLite gives it.
@@ -57,6 +58,7 @@ pub(super) struct RawSession {
     blast_fields: Option<u32>,
     uncertain_fields: Option<u32>,
     fault: Option<String>,
+    unfamiliar_fields: Option<u32>,
 }
 
 impl RawSession {
@@ -87,6 +89,7 @@ impl RawSession {
             blast_fields: r.get(21)?,
             uncertain_fields: r.get(22)?,
             fault: r.get(23)?,
+            unfamiliar_fields: r.get(24)?,
         })
     }
 
@@ -122,6 +125,7 @@ impl RawSession {
                     fields: self.fields,
                     blast_fields: self.blast_fields,
                     uncertain_fields: self.uncertain_fields,
+                    unfamiliar_fields: self.unfamiliar_fields,
                     blast_fraction: self.blast_fraction.unwrap_or(f64::NAN),
                 })
             }
@@ -168,7 +172,8 @@ fn json_u32(v: &serde_json::Value) -> u32 {
 pub(super) const FRAME_SELECT: &str =
     "SELECT id, session_id, seq, tile, time, origin, sha256, width, height,
     focus, mean, p999, clipped_fraction, stained_fraction, decision, retake_reason, label,
-    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field
+    confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field,
+    unfamiliarity, uncertain_reason
     FROM frames";
 
 /// A frame row as SQLite gives it.
@@ -193,6 +198,8 @@ pub(super) struct RawFrame {
     kept_image: Option<String>,
     image_evicted: Option<String>,
     field: Option<u32>,
+    unfamiliarity: Option<f64>,
+    uncertain_reason: Option<String>,
 }
 
 impl RawFrame {
@@ -219,6 +226,8 @@ impl RawFrame {
             kept_image: r.get(21)?,
             image_evicted: r.get(22)?,
             field: r.get(23)?,
+            unfamiliarity: r.get(24)?,
+            uncertain_reason: r.get(25)?,
         })
     }
 
@@ -269,6 +278,15 @@ impl RawFrame {
                 kept_image: self.kept_image.map(PathBuf::from),
                 tile: self.tile,
                 field: self.field,
+                unfamiliarity: self.unfamiliarity.map(|x| x as f32),
+                uncertain_reason: self
+                    .uncertain_reason
+                    .as_deref()
+                    .map(|w| {
+                        UncertainReason::from_word(w)
+                            .ok_or_else(|| bad(format!("uncertain reason {w:?}")))
+                    })
+                    .transpose()?,
             },
             image_evicted: self
                 .image_evicted

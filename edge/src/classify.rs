@@ -3,10 +3,13 @@
 //! JSON lines (`--format jsonl`), one object per image — a contract other tools script against:
 //! `{"path": str, "label": str|null, "confidence": float|null, "probabilities": {label: float}|null,
 //! "error": str|null, "decision": "blast"|"normal"|"uncertain"|null,
-//! "uncertain_reason": "low_confidence"|null}`; with `--um-per-px` one object per model-scale
-//! field of a picture, with `"tile": int` (its field, row by row from the top left) added, and
-//! the CSV gains a last column `tile`. The decision is the device's frame rule
-//! ([`leukoscope_screening::decide_frame`]), so a picture gets the word `edge run` would give it.
+//! "uncertain_reason": "low_confidence"|"unfamiliar"|null, "unfamiliarity": float|null}`; with
+//! `--um-per-px` one object per model-scale field of a picture, with `"tile": int` (its field, row
+//! by row from the top left) added, and the CSV gains a last column `tile`. The decision is the
+//! device's frame rule ([`leukoscope_screening::decide_frame_with_familiarity`]), so a picture
+//! gets the word `edge run` would give it: a model that scores unfamiliarity makes a picture
+//! above its contract's threshold `uncertain` with the reason `unfamiliar`; `unfamiliarity` is
+//! that score (`null` for a model without one).
 
 use std::io::Write;
 use std::path::Path;
@@ -14,9 +17,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::classifier::Prediction;
 use leukoscope_model::preprocess::{Preprocessor, decode_image};
 use leukoscope_model::scale::fields::FieldCutter;
-use leukoscope_screening::{Decision, DecisionConfig, FrameDecision, decide_frame};
+use leukoscope_screening::{Decision, DecisionConfig, decide_frame_with_familiarity};
 
 /// `edge classify --format`: how the results are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,30 +33,9 @@ pub enum ClassifyFormat {
     Csv,
 }
 
-/// Why a picture's decision is `uncertain` (`uncertain_reason`). Serialized as its
-/// [`as_str`](Self::as_str) word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UncertainReason {
-    /// The top-class probability is below the threshold (`--min-confidence`).
-    LowConfidence,
-}
-
-impl UncertainReason {
-    /// The `uncertain_reason` value: `low_confidence`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UncertainReason::LowConfidence => "low_confidence",
-        }
-    }
-
-    /// The reason for `decision`, `None` when it is not uncertain.
-    pub fn of(decision: &FrameDecision) -> Option<Self> {
-        // The frame rule has one way to be uncertain today: a top probability below the
-        // threshold (or not a number).
-        (decision.kind == Decision::Uncertain).then_some(UncertainReason::LowConfidence)
-    }
-}
+/// Why a picture's decision is `uncertain` (`uncertain_reason`): the screening rule's own type,
+/// `low_confidence` or `unfamiliar`.
+pub use leukoscope_screening::UncertainReason;
 
 /// One image's result.
 #[derive(Debug, Default, Serialize)]
@@ -71,6 +54,8 @@ pub struct Row {
     pub decision: Option<Decision>,
     /// Why the decision is `uncertain` (`None` otherwise).
     pub uncertain_reason: Option<UncertainReason>,
+    /// The model's unfamiliarity score (`None` for a model without one, or no picture).
+    pub unfamiliarity: Option<f32>,
     /// The picture's model-scale field this row is for (`--um-per-px`: pictures resampled to
     /// the model's pixel size and cut into fields, numbered row by row from the top left);
     /// `None` for a whole picture (and then not written: the JSON key and the CSV column
@@ -90,7 +75,7 @@ pub fn classify_file(
     let result = decode_image(path)
         .map_err(|e| e.to_string())
         .and_then(|img| pre.run_into(&img, input).map_err(|e| e.to_string()))
-        .and_then(|()| model.probabilities(input).map_err(|e| e.to_string()));
+        .and_then(|()| model.predict(input).map_err(|e| e.to_string()));
     let path_text = path.display().to_string();
     match result {
         Ok(p) => row_of(model, path_text, &p, decision, None),
@@ -128,7 +113,7 @@ pub fn classify_file_fields(
         let p = pre
             .run_into(&field.image, input)
             .map_err(|e| e.to_string())
-            .and_then(|()| model.probabilities(input).map_err(|e| e.to_string()));
+            .and_then(|()| model.predict(input).map_err(|e| e.to_string()));
         rows.push(match p {
             Ok(p) => row_of(model, path_text.clone(), &p, decision, Some(field.index)),
             Err(e) => Row {
@@ -143,17 +128,19 @@ pub fn classify_file_fields(
     rows
 }
 
-/// The row for probabilities `p` of a picture (or one of its fields).
+/// The row for the model's `prediction` on a picture (or one of its fields).
 fn row_of(
     model: &OnnxClassifier,
     path: String,
-    p: &[f32],
+    prediction: &Prediction,
     decision: &DecisionConfig,
     tile: Option<u32>,
 ) -> Row {
+    let p = &prediction.probabilities;
     let best = leukoscope_model::metrics::argmax(p);
     let labels = &model.contract().labels;
-    let decided = decide_frame(decision, labels, p);
+    let unfamiliar = prediction.is_unfamiliar(model.contract());
+    let decided = decide_frame_with_familiarity(decision, labels, p, unfamiliar);
     Row {
         path,
         label: Some(labels[best].clone()),
@@ -167,7 +154,8 @@ fn row_of(
         ),
         error: None,
         decision: Some(decided.kind),
-        uncertain_reason: UncertainReason::of(&decided),
+        uncertain_reason: decided.reason,
+        unfamiliarity: prediction.unfamiliarity,
         tile,
     }
 }
@@ -195,7 +183,7 @@ pub fn write_header_with(
             let header = ["path", "label", "confidence"]
                 .into_iter()
                 .chain(labels.iter().map(String::as_str))
-                .chain(["error", "decision", "uncertain_reason"])
+                .chain(["error", "decision", "uncertain_reason", "unfamiliarity"])
                 .chain(fields.then_some("tile"));
             write_csv_record(out, header)
         }
@@ -277,6 +265,11 @@ pub fn write_row_with(
                 row.uncertain_reason
                     .map_or("", UncertainReason::as_str)
                     .into(),
+            );
+            record.push(
+                row.unfamiliarity
+                    .filter(|u| u.is_finite())
+                    .map_or(String::new(), |u| format!("{u:.6}")),
             );
             if fields {
                 record.push(row.tile.map_or(String::new(), |t| t.to_string()));

@@ -361,6 +361,10 @@ impl RunConfig {
             "slide.rule.max_uncertain_fraction",
             self.slide.rule.max_uncertain_fraction,
         )?;
+        unit(
+            "slide.rule.max_unfamiliar_fraction",
+            self.slide.rule.max_unfamiliar_fraction,
+        )?;
         self.fields.check().map_err(ConfigError::Invalid)?;
         if !["auto", "f32", "int8"].contains(&self.model.variant.as_str()) {
             return Err(ConfigError::Invalid(format!(

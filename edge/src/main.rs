@@ -1093,6 +1093,18 @@ fn print_screening(f: &leukoscope_model::operating_point::ScreeningFigures) {
         show(&op.abstention),
         f.calibration.ece
     );
+    if let Some(rejected) = &op.unfamiliar {
+        let per_class: Vec<String> = op
+            .per_class
+            .iter()
+            .map(|c| format!("{} {}/{}", c.label, c.rejected_unfamiliar, c.pictures))
+            .collect();
+        println!(
+            "rejected as unfamiliar (abstentions): {} — per class: {}",
+            show(rejected),
+            per_class.join(", ")
+        );
+    }
     let sim = &f.slide_simulation;
     let mut line = format!(
         "slide simulation ({} fields, {} slides per condition, seed {}):",

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{write_model, write_model_with};
+use common::{
+    UNFAMILIAR_GREEN, held_field, held_tinted_field, write_familiar_model, write_model,
+    write_model_with,
+};
 
 fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge"))
@@ -82,7 +85,9 @@ fn folders_are_classified_and_bad_images_reported_without_stopping() {
     assert!(csv.status.success());
     let text = String::from_utf8_lossy(&csv.stdout);
     assert!(
-        text.starts_with("path,label,confidence,red,blue,error,decision,uncertain_reason\n"),
+        text.starts_with(
+            "path,label,confidence,red,blue,error,decision,uncertain_reason,unfamiliarity\n"
+        ),
         "{text}"
     );
     assert!(text.lines().nth(1).unwrap().contains(",red,"), "{text}");
@@ -305,10 +310,11 @@ fn classify_decides_each_picture_by_the_device_rule() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "path,label,confidence,Benign,Pro,error,decision,uncertain_reason"
+        "path,label,confidence,Benign,Pro,error,decision,uncertain_reason,unfamiliarity"
     );
-    assert!(lines[1].ends_with(",,uncertain,low_confidence"), "{text}");
-    assert!(lines[2].ends_with(",,normal,"), "{text}");
+    // A model without a score: the last column is empty.
+    assert!(lines[1].ends_with(",,uncertain,low_confidence,"), "{text}");
+    assert!(lines[2].ends_with(",,normal,,"), "{text}");
 
     let table = edge(&[
         "classify",
@@ -661,4 +667,133 @@ fn bench_prints_the_stage_latencies_as_json() {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
     assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn a_model_that_scores_unfamiliarity_calls_unfamiliar_pictures_uncertain() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("familiar.onnx");
+    let threshold = write_familiar_model(&model, ["Benign", "Pro"], 60.0);
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    let write = |name: &str, jpeg: &[u8]| std::fs::write(pics.join(name), jpeg).unwrap();
+    write("benign.jpg", &held_field(21, 20, 1, 3)[0]);
+    write("blast.jpg", &held_field(22, -20, 1, 3)[0]);
+    // The same smears in a colour the score was never fitted on: still a confident label.
+    write(
+        "green-benign.jpg",
+        &held_tinted_field(21, 20, UNFAMILIAR_GREEN, 1, 3)[0],
+    );
+    write(
+        "green-blast.jpg",
+        &held_tinted_field(22, -20, UNFAMILIAR_GREEN, 1, 3)[0],
+    );
+
+    let rows = classify_rows(&model, &pics, &[]);
+    let score = |name: &str| rows[name]["unfamiliarity"].as_f64().unwrap() as f32;
+    for name in ["benign", "blast"] {
+        assert!(score(name) <= threshold, "{name}: {}", score(name));
+        assert!(rows[name]["uncertain_reason"].is_null(), "{name}");
+    }
+    assert_eq!(rows["benign"]["decision"], "normal");
+    assert_eq!(rows["blast"]["decision"], "blast");
+    for name in ["green-benign", "green-blast"] {
+        let r = &rows[name];
+        assert!(score(name) > threshold, "{name}: {}", score(name));
+        assert!(r["confidence"].as_f64().unwrap() > 0.9, "{r}");
+        assert_eq!(
+            (r["decision"].as_str(), r["uncertain_reason"].as_str()),
+            (Some("uncertain"), Some("unfamiliar")),
+            "{r}"
+        );
+    }
+    // The label stays what the model said.
+    assert_eq!(rows["green-blast"]["label"], "Pro");
+
+    let csv = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        "csv",
+        pics.join("green-blast.jpg").to_str().unwrap(),
+        pics.join("benign.jpg").to_str().unwrap(),
+    ]);
+    assert!(csv.status.success());
+    let text = String::from_utf8_lossy(&csv.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines[0].last(), Some(&"unfamiliarity"));
+    let (unfamiliar, familiar) = (&lines[1], &lines[2]);
+    assert_eq!(unfamiliar[unfamiliar.len() - 2], "unfamiliar", "{text}");
+    let value = |row: &Vec<&str>| row.last().unwrap().parse::<f32>().unwrap();
+    assert!(value(unfamiliar) > threshold, "{text}");
+    assert!(value(familiar) <= threshold, "{text}");
+    assert_eq!(familiar[familiar.len() - 3], "normal", "{text}");
+
+    let table = edge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        pics.join("green-benign.jpg").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("uncertain (unfamiliar)"));
+}
+
+#[test]
+fn evaluate_counts_unfamiliar_pictures_as_abstentions_reported_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("familiar.onnx");
+    write_familiar_model(&model, ["Benign", "Pro"], 60.0);
+    // Benign: 4 familiar, 2 green (unfamiliar); Pro: 3 familiar, 3 green.
+    let data = dir.path().join("clinic");
+    for (class, shift, familiar, green) in [("Benign", 20, 4, 2), ("Pro", -20, 3, 3)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..familiar + green {
+            let tint = if i < familiar { 0 } else { UNFAMILIAR_GREEN };
+            let jpeg = &held_tinted_field(40 + i, shift, tint, 1, i)[0];
+            std::fs::write(data.join(class).join(format!("{i}.jpg")), jpeg).unwrap();
+        }
+    }
+    let out_dir = dir.path().join("report");
+    let out = edge(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--slides",
+        "50",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rejected as unfamiliar (abstentions): 41.67 %")
+            && stdout.contains("Benign 2/6, Pro 3/6"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    let op = &json["operating_point"];
+    assert_eq!(
+        (&op["unfamiliar"]["successes"], &op["unfamiliar"]["n"]),
+        (&serde_json::json!(5), &serde_json::json!(12))
+    );
+    assert_eq!(op["abstention"]["successes"], 5);
+    assert_eq!(op["per_class"][1]["rejected_unfamiliar"], 3);
+    // Blast pictures rejected as unfamiliar are misses, not detections.
+    assert_eq!(
+        (&op["sensitivity"]["successes"], &op["sensitivity"]["n"]),
+        (&serde_json::json!(3), &serde_json::json!(6))
+    );
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("**Rejected as unfamiliar**"), "{md}");
+    assert!(md.contains("| Pro | 6 | 3 |"), "{md}");
+    assert!(md.contains("slides called **unfamiliar**"), "{md}");
 }

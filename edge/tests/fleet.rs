@@ -992,6 +992,8 @@ fn outbox_prunes_sent_rows_first_and_never_drops_unsent() {
         kept_image: None,
         tile: None,
         field: None,
+        unfamiliarity: None,
+        uncertain_reason: None,
     };
     for seq in 1..=9 {
         store.record_frame(&frame(seq)).unwrap();
@@ -1026,6 +1028,7 @@ fn outbox_prunes_sent_rows_first_and_never_drops_unsent() {
         fields: 0,
         blast_fields: 0,
         uncertain_fields: 0,
+        unfamiliar_fields: 0,
         blast_fraction: 0.0,
         verdict: None,
         dominant_subtype: None,

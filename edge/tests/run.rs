@@ -12,7 +12,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use common::{
-    held_field, normalized_brightness, scaled, smear_jpeg, write_fragile_model, write_model_with,
+    UNFAMILIAR_GREEN, held_field, held_tinted_field, normalized_brightness, scaled, smear_jpeg,
+    write_familiar_model, write_fragile_model, write_model_with,
 };
 use edge::store::{SessionState, StopReason, Store, StoredDecision};
 use sha2::{Digest, Sha256};
@@ -219,7 +220,7 @@ fn an_mjpeg_stream_on_stdin_becomes_committed_rows_and_a_slide_verdict() {
         csv.lines()
             .next()
             .unwrap()
-            .contains(",slide_id,field,device,p_Benign"),
+            .contains(",slide_id,field,device,unfamiliarity,uncertain_reason,p_Benign"),
         "{csv}"
     );
     let report = dir.path().join("report");
@@ -905,6 +906,141 @@ fn a_scan_of_30_fields_is_judged_by_its_fields() {
         let counts = s.counts.as_ref().unwrap();
         assert_eq!(counts.fields, Some(fields));
         assert_eq!(counts.blast_fields, Some(blasts.len() as u32));
+    }
+}
+
+/// A scan of 30 distinct fields held 4 frames each, all benign-coloured; the fields in
+/// `unfamiliar` are tinted green (unfamiliar to [`write_familiar_model`]'s score).
+fn tinted_scan(unfamiliar: &[usize]) -> Vec<u8> {
+    (0..30)
+        .flat_map(|i| {
+            let green = if unfamiliar.contains(&i) {
+                UNFAMILIAR_GREEN
+            } else {
+                0
+            };
+            held_tinted_field(1000 + i as u64, 20, green, 4, i as u64)
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn a_scan_of_mostly_unfamiliar_fields_is_unfamiliar_and_every_row_keeps_its_score() {
+    let unfamiliar: Vec<usize> = (10..30).collect();
+    for (tinted, verdict) in [(vec![], "no_blasts"), (unfamiliar, "unfamiliar")] {
+        let dir = tempfile::tempdir().unwrap();
+        let threshold =
+            write_familiar_model(&dir.path().join("tiny.onnx"), ["Benign", "Pro"], 60.0);
+        let (stdout, store) = run_stream(dir.path(), &tinted_scan(&tinted));
+        let slide = stdout.lines().find(|l| l.starts_with("SLIDE ")).unwrap();
+        assert_eq!(field(slide, "verdict"), Some(verdict), "{slide}");
+        let fields: u32 = field(slide, "fields").unwrap().parse().unwrap();
+        assert!((27..=33).contains(&fields), "{slide}");
+
+        let rows = store.frames(1).unwrap();
+        let classified: Vec<_> = rows
+            .iter()
+            .filter(|r| r.frame.decision != StoredDecision::Retake)
+            .collect();
+        assert!(classified.len() > 100, "{} classified", classified.len());
+        // Every classified row has its score; the reason says which were unfamiliar.
+        for r in &classified {
+            let score = r
+                .frame
+                .unfamiliarity
+                .expect("a score for every classified frame");
+            let is_unfamiliar = score > threshold;
+            assert_eq!(
+                r.frame.uncertain_reason,
+                is_unfamiliar.then_some(edge::classify::UncertainReason::Unfamiliar),
+                "frame {}: score {score} (threshold {threshold})",
+                r.frame.seq
+            );
+            if is_unfamiliar {
+                assert_eq!(r.frame.decision, StoredDecision::Uncertain);
+                assert_eq!(r.frame.label.as_deref(), Some("Benign"));
+            }
+        }
+        let unfamiliar_rows = classified
+            .iter()
+            .filter(|r| r.frame.uncertain_reason.is_some())
+            .count();
+        let results: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("RESULT "))
+            .collect();
+        let flagged = results
+            .iter()
+            .filter(|l| field(l, "reason") == Some("unfamiliar"))
+            .count();
+        assert_eq!(flagged, unfamiliar_rows, "{stdout}");
+        assert!(
+            results
+                .iter()
+                .filter(|l| field(l, "reason").is_some())
+                .all(|l| field(l, "decision") == Some("uncertain"))
+        );
+
+        let s = &store.sessions().unwrap()[0];
+        let counts = s.counts.as_ref().unwrap();
+        assert_eq!(s.verdict.as_deref(), Some(verdict));
+        if tinted.is_empty() {
+            assert_eq!(unfamiliar_rows, 0);
+            assert_eq!(counts.unfamiliar_fields, Some(0));
+            assert_eq!(field(slide, "unfamiliar"), None, "{slide}");
+            assert_eq!(counts.blast_fields, Some(0));
+        } else {
+            assert!(unfamiliar_rows >= 70, "{unfamiliar_rows} unfamiliar rows");
+            let n: u32 = field(slide, "unfamiliar").unwrap().parse().unwrap();
+            assert!((18..=22).contains(&n), "{slide}");
+            assert_eq!(counts.unfamiliar_fields, Some(n));
+            // Unfamiliar fields are uncertain fields, never counted as cells.
+            assert!(counts.uncertain_fields.unwrap() >= n);
+            assert_eq!(counts.blast_fields, Some(0));
+        }
+
+        // The export and the report show them.
+        let export = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["export", "--session", "1", "--format", "csv", "--db"])
+            .arg(dir.path().join("audit.db"))
+            .output()
+            .unwrap();
+        assert!(export.status.success(), "{}", text(&export.stderr));
+        let csv = text(&export.stdout);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+        let (score_col, reason_col) = (column("unfamiliarity"), column("uncertain_reason"));
+        let reasons = csv
+            .lines()
+            .skip(1)
+            .filter(|l| l.split(',').nth(reason_col) == Some("unfamiliar"))
+            .count();
+        assert_eq!(reasons, unfamiliar_rows, "{csv}");
+        assert!(
+            csv.lines()
+                .skip(1)
+                .filter(|l| !l.contains(",retake,"))
+                .all(|l| l
+                    .split(',')
+                    .nth(score_col)
+                    .is_some_and(|v| v.parse::<f32>().is_ok())),
+            "{csv}"
+        );
+        if !tinted.is_empty() {
+            let report = dir.path().join("report");
+            let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+                .args(["report", "--session", "1", "--db"])
+                .arg(dir.path().join("audit.db"))
+                .arg("--out")
+                .arg(&report)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+            assert!(md.contains("UNFAMILIAR - NOT VALIDATED"), "{md}");
+            assert!(md.contains(&format!("- Unfamiliar (the model was not validated for such pictures): {unfamiliar_rows}")), "{md}");
+        }
     }
 }
 

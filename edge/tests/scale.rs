@@ -429,7 +429,7 @@ fn classify_and_evaluate_take_the_declared_scale() {
         csv.lines()
             .next()
             .unwrap()
-            .ends_with(",uncertain_reason,tile"),
+            .ends_with(",uncertain_reason,unfamiliarity,tile"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 3, "{csv}");

@@ -87,6 +87,8 @@ fn frame(session: i64, seq: u64) -> FrameRecord {
         kept_image: None,
         tile: None,
         field: Some(seq as u32),
+        unfamiliarity: None,
+        uncertain_reason: None,
     }
 }
 
@@ -287,6 +289,7 @@ fn a_full_file_system_reports_disk_full_keeps_data_and_recovers_when_space_is_fr
         fields: 0,
         blast_fields: 0,
         uncertain_fields: 0,
+        unfamiliar_fields: 0,
         blast_fraction: 0.0,
         verdict: Some("insufficient".into()),
         dominant_subtype: None,
@@ -355,6 +358,7 @@ fn kept_pictures_stay_under_the_cap_by_evicting_closed_sessions_only() {
         fields: 0,
         blast_fields: 0,
         uncertain_fields: 0,
+        unfamiliar_fields: 0,
         blast_fraction: 0.0,
         verdict: Some("insufficient".into()),
         dominant_subtype: None,
@@ -588,6 +592,7 @@ fn populated(dir: &Path, n: u64) -> (Store, i64, PathBuf) {
         fields: 0,
         blast_fields: 0,
         uncertain_fields: 0,
+        unfamiliar_fields: 0,
         blast_fraction: f64::from(pro) / f64::from(benign + pro),
         verdict: Some("refer".into()),
         dominant_subtype: Some("Pro".into()),

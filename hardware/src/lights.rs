@@ -3,7 +3,7 @@
 //! | LED | steady | meaning |
 //! | --- | --- | --- |
 //! | green | on | no blasts seen on this slide, or idle and ready |
-//! | amber | on | retake the last frame, or the verdict is uncertain |
+//! | amber | on | retake the last frame, or the verdict is uncertain, insufficient or unfamiliar (not validated for these pictures) |
 //! | red | on | blasts seen: refer the slide |
 //! | amber and red | blink together, 1 Hz | the scan was cut short by a fault: no verdict, rescan |
 //! | blue (optional) | on | busy: screening a slide |
@@ -140,7 +140,9 @@ impl LightState {
         match status.verdict {
             Some(Verdict::Incomplete) => LightState::Incomplete,
             Some(Verdict::Refer) => LightState::Refer,
-            Some(Verdict::Uncertain | Verdict::Insufficient) => LightState::Uncertain,
+            Some(Verdict::Uncertain | Verdict::Insufficient | Verdict::Unfamiliar) => {
+                LightState::Uncertain
+            }
             _ if retake => LightState::Uncertain,
             Some(Verdict::NoBlasts) => LightState::Ready,
             None if status.phase == Phase::Idle => LightState::Ready,
@@ -448,6 +450,10 @@ mod tests {
         assert_eq!(LightState::from_status(&s), LightState::Uncertain);
         s.verdict = Some(Verdict::Refer);
         assert_eq!(LightState::from_status(&s), LightState::Refer);
+        s.last = None;
+        s.verdict = Some(Verdict::Unfamiliar);
+        assert_eq!(LightState::from_status(&s), LightState::Uncertain);
+        s.verdict = Some(Verdict::Refer);
         s.phase = Phase::Idle;
         s.verdict = Some(Verdict::Incomplete);
         assert_eq!(LightState::from_status(&s), LightState::Incomplete);

@@ -35,8 +35,14 @@ fn answer(line: &mut SerialLine<TTYPort>, command: Command, device: &mut Device)
                     slide: slide.clone(),
                     label: "lymphocyte".into(),
                     confidence: 0.9,
-                    decision: Decision::Normal,
+                    // The third frame is one the model found unfamiliar.
+                    decision: if frame == 3 {
+                        Decision::Uncertain
+                    } else {
+                        Decision::Normal
+                    },
                     time: Timestamp(0),
+                    unfamiliar: frame == 3,
                     tile: None,
                 };
                 line.send(&result).unwrap();
@@ -108,10 +114,13 @@ fn a_technician_session() {
     let input = b"ping\r\nStart S-0012\r\nlast 2\r\nrm -rf /\r\nSTART ../etc\nstatus\r\n\r\nstop\r";
     let lines = converse(LineFormat::Text, input, 12);
     let t = "time=1970-01-01T00:00:00.000Z";
-    let result = |n| {
-        format!(
+    let result = |n| match n {
+        3 => format!(
+            "RESULT frame=3 slide=S-0012 label=lymphocyte confidence=0.900 decision=uncertain {t} reason=unfamiliar"
+        ),
+        n => format!(
             "RESULT frame={n} slide=S-0012 label=lymphocyte confidence=0.900 decision=normal {t}"
-        )
+        ),
     };
     let expected = vec![
         "PONG".to_string(),

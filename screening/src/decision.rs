@@ -26,6 +26,39 @@ impl Decision {
     }
 }
 
+/// Why a decision is [`Decision::Uncertain`] (`uncertain_reason`). Serialized as its
+/// [`as_str`](Self::as_str) word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertainReason {
+    /// The top-class probability is below [`DecisionConfig::min_confidence`] (or not a number).
+    LowConfidence,
+    /// The model's unfamiliarity score is above the threshold its contract carries: the picture
+    /// is unlike what the model was validated on, whatever its probabilities say.
+    Unfamiliar,
+}
+
+impl UncertainReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [UncertainReason; 2] =
+        [UncertainReason::LowConfidence, UncertainReason::Unfamiliar];
+
+    /// The `uncertain_reason` value: `low_confidence` or `unfamiliar`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UncertainReason::LowConfidence => "low_confidence",
+            UncertainReason::Unfamiliar => "unfamiliar",
+        }
+    }
+
+    /// The reason for its `as_str` word.
+    pub fn from_word(word: &str) -> Option<UncertainReason> {
+        UncertainReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == word)
+    }
+}
+
 /// How a frame's probabilities become a decision (config section `[decision]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -56,6 +89,20 @@ pub struct FrameDecision {
     pub confidence: f32,
     /// What the device makes of it.
     pub kind: Decision,
+    /// Why it is uncertain (`None` unless `kind` is [`Decision::Uncertain`]).
+    pub reason: Option<UncertainReason>,
+}
+
+impl FrameDecision {
+    /// This decision for a picture the model found unfamiliar: uncertain with the reason
+    /// [`UncertainReason::Unfamiliar`], keeping the top class and its probability for the record.
+    pub fn unfamiliar(self) -> FrameDecision {
+        FrameDecision {
+            kind: Decision::Uncertain,
+            reason: Some(UncertainReason::Unfamiliar),
+            ..self
+        }
+    }
 }
 
 /// Index of the largest value (ties: the lowest index; 0 for an empty slice).
@@ -99,6 +146,28 @@ pub fn decide_frame(
         label,
         confidence,
         kind,
+        reason: (kind == Decision::Uncertain).then_some(UncertainReason::LowConfidence),
+    }
+}
+
+/// [`decide_frame`] for a model that also scores how unfamiliar the picture is: `unfamiliar`
+/// (the score is above the contract's threshold, or not a number) makes the frame uncertain
+/// with the reason [`UncertainReason::Unfamiliar`], whatever its probabilities; otherwise the
+/// decision is exactly [`decide_frame`]'s.
+///
+/// # Panics
+/// As [`decide_frame`].
+pub fn decide_frame_with_familiarity(
+    config: &DecisionConfig,
+    labels: &[String],
+    probabilities: &[f32],
+    unfamiliar: bool,
+) -> FrameDecision {
+    let decision = decide_frame(config, labels, probabilities);
+    if unfamiliar {
+        decision.unfamiliar()
+    } else {
+        decision
     }
 }
 
@@ -148,6 +217,48 @@ mod tests {
         assert_eq!(argmax(&[0.4, 0.4, 0.2]), 0);
         assert_eq!(argmax(&[0.1, 0.45, 0.45]), 1);
         assert_eq!(argmax(&[0.1, 0.2, 0.7]), 2);
+    }
+
+    #[test]
+    fn an_unfamiliar_frame_is_uncertain_whatever_its_probabilities() {
+        let cfg = DecisionConfig::default();
+        let confident = [0.0, 0.0, 0.01, 0.99];
+        let d = decide_frame_with_familiarity(&cfg, &labels(), &confident, true);
+        assert_eq!(
+            (d.kind, d.reason, d.label.as_str(), d.class),
+            (
+                Decision::Uncertain,
+                Some(UncertainReason::Unfamiliar),
+                "Pro",
+                3
+            )
+        );
+        // Familiar: exactly the frame rule.
+        let d = decide_frame_with_familiarity(&cfg, &labels(), &confident, false);
+        assert_eq!(d, decide_frame(&cfg, &labels(), &confident));
+        assert_eq!((d.kind, d.reason), (Decision::Blast, None));
+        // Unfamiliar outranks low confidence.
+        let low = [0.4, 0.3, 0.2, 0.1];
+        assert_eq!(
+            decide_frame(&cfg, &labels(), &low).reason,
+            Some(UncertainReason::LowConfidence)
+        );
+        assert_eq!(
+            decide_frame_with_familiarity(&cfg, &labels(), &low, true).reason,
+            Some(UncertainReason::Unfamiliar)
+        );
+    }
+
+    #[test]
+    fn reasons_serialize_as_their_words() {
+        for r in UncertainReason::ALL {
+            let json = format!("\"{}\"", r.as_str());
+            assert_eq!(serde_json::to_string(&r).unwrap(), json);
+            assert_eq!(serde_json::from_str::<UncertainReason>(&json).unwrap(), r);
+            assert_eq!(UncertainReason::from_word(r.as_str()), Some(r));
+        }
+        assert_eq!(UncertainReason::Unfamiliar.as_str(), "unfamiliar");
+        assert_eq!(UncertainReason::from_word("unsure"), None);
     }
 
     #[test]

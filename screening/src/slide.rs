@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Decision, DecisionConfig, FrameDecision, is_normal};
+use crate::decision::{Decision, DecisionConfig, FrameDecision, UncertainReason, is_normal};
 use crate::field::{FieldKey, FieldVotes};
 use crate::verdict::Verdict;
 
@@ -25,6 +25,10 @@ pub struct SlideRule {
     pub refer_min_blast_fraction: f64,
     /// Uncertain fields / good fields above this → UNCERTAIN (0..1).
     pub max_uncertain_fraction: f64,
+    /// Unfamiliar fields / good fields above this → UNFAMILIAR (0..1): the model was not
+    /// validated for pictures like these. Only a model that scores unfamiliarity makes
+    /// unfamiliar fields.
+    pub max_unfamiliar_fraction: f64,
 }
 
 impl Default for SlideRule {
@@ -34,6 +38,7 @@ impl Default for SlideRule {
             refer_min_blast_fields: 2,
             refer_min_blast_fraction: 0.05,
             max_uncertain_fraction: 0.5,
+            max_unfamiliar_fraction: 0.5,
         }
     }
 }
@@ -54,8 +59,12 @@ pub struct FieldCounts {
     pub good: u32,
     /// Fields seen whose every frame was rejected by the quality gate.
     pub retake_only: u32,
-    /// Good fields whose decision is uncertain.
+    /// Good fields whose decision is uncertain (the unfamiliar ones included).
     pub uncertain: u32,
+    /// Good fields that are uncertain because the model found most of their frames unfamiliar
+    /// (a part of `uncertain`, never counted as normal or blast).
+    #[serde(default)]
+    pub unfamiliar: u32,
     /// Confident blast fields.
     pub blasts: u32,
     /// Confident fields per class, in label order.
@@ -82,8 +91,10 @@ pub struct SlideTally {
     pub good: u32,
     /// Frames rejected by the quality gate.
     pub retakes: u32,
-    /// Good frames below the confidence threshold.
+    /// Good frames that are uncertain (below the confidence threshold, or unfamiliar).
     pub uncertain: u32,
+    /// Good frames the model found unfamiliar (a part of `uncertain`).
+    pub unfamiliar: u32,
     /// Confident blast frames.
     pub blasts: u32,
     fields: BTreeMap<FieldKey, FieldVotes>,
@@ -113,6 +124,7 @@ impl SlideTally {
             good: 0,
             retakes: 0,
             uncertain: 0,
+            unfamiliar: 0,
             blasts: 0,
             fields: BTreeMap::new(),
         }
@@ -133,7 +145,8 @@ impl SlideTally {
     }
 
     /// Counts a classified frame of `field` (`None`: between fields, counted for no field) with
-    /// its decision and probabilities.
+    /// its decision and probabilities. A decision uncertain for the reason
+    /// [`UncertainReason::Unfamiliar`] counts as an unfamiliar frame (of its field too).
     pub fn add(
         &mut self,
         field: Option<FieldKey>,
@@ -142,6 +155,10 @@ impl SlideTally {
     ) {
         self.frames += 1;
         self.good += 1;
+        let unfamiliar = decision.reason == Some(UncertainReason::Unfamiliar);
+        if unfamiliar {
+            self.unfamiliar += 1;
+        }
         match decision.kind {
             Decision::Uncertain => self.uncertain += 1,
             Decision::Blast => {
@@ -151,7 +168,12 @@ impl SlideTally {
             Decision::Normal => self.counts[decision.class] += 1,
         }
         if let Some(key) = field {
-            self.votes(key).add(probabilities);
+            let votes = self.votes(key);
+            if unfamiliar {
+                votes.add_unfamiliar(probabilities);
+            } else {
+                votes.add(probabilities);
+            }
         }
     }
 
@@ -184,6 +206,9 @@ impl SlideTally {
                 continue;
             };
             out.good += 1;
+            if decision.reason == Some(UncertainReason::Unfamiliar) {
+                out.unfamiliar += 1;
+            }
             match decision.kind {
                 Decision::Uncertain => out.uncertain += 1,
                 Decision::Blast => {
@@ -200,17 +225,23 @@ impl SlideTally {
     pub fn outcome(&self, rule: &SlideRule, config: &DecisionConfig) -> SlideOutcome {
         let fields = self.field_counts(config);
         let blast_fraction = blast_fraction(fields.blasts, fields.confident());
-        let uncertain_fraction = if fields.good == 0 {
-            0.0
-        } else {
-            f64::from(fields.uncertain) / f64::from(fields.good)
+        let share = |n: u32| {
+            if fields.good == 0 {
+                0.0
+            } else {
+                f64::from(n) / f64::from(fields.good)
+            }
         };
+        let uncertain_fraction = share(fields.uncertain);
+        let unfamiliar_fraction = share(fields.unfamiliar);
         let verdict = if fields.good < rule.min_good_fields {
             Verdict::Insufficient
         } else if fields.blasts >= rule.refer_min_blast_fields
             && blast_fraction >= rule.refer_min_blast_fraction
         {
             Verdict::Refer
+        } else if unfamiliar_fraction > rule.max_unfamiliar_fraction {
+            Verdict::Unfamiliar
         } else if uncertain_fraction > rule.max_uncertain_fraction {
             Verdict::Uncertain
         } else {
@@ -282,6 +313,18 @@ mod tests {
             t.add_retake(Some(FieldKey::whole(10_000 + i)));
         }
         t
+    }
+
+    /// Adds `n` one-frame fields the model found unfamiliar (each frame a confident `class`
+    /// vote), numbered from `first`.
+    fn add_unfamiliar(t: &mut SlideTally, first: u32, n: u32, class: usize) {
+        let cfg = DecisionConfig::default();
+        let mut p = [0.01, 0.0, 0.0, 0.0];
+        p[class] = 0.99;
+        for i in 0..n {
+            let d = crate::decide_frame_with_familiarity(&cfg, &labels(), &p, true);
+            t.add(Some(FieldKey::whole(first + i)), &d, &p);
+        }
     }
 
     fn verdict(t: &SlideTally) -> SlideOutcome {
@@ -384,5 +427,80 @@ mod tests {
         assert_eq!((rule.min_good_fields, rule.refer_min_blast_fields), (7, 3));
         let json = serde_json::to_value(&rule).unwrap();
         assert_eq!(json["min_good_fields"], 7);
+    }
+
+    #[test]
+    fn unfamiliar_fields_are_uncertain_and_never_counted_as_cells() {
+        let mut t = tally(5, &[], 0, 0, 1);
+        // Confident blast votes, but unfamiliar: never a blast field.
+        add_unfamiliar(&mut t, 100, 4, 3);
+        assert_eq!((t.good, t.uncertain, t.unfamiliar, t.blasts), (9, 4, 4, 0));
+        let o = verdict(&t);
+        assert_eq!(
+            (o.fields.good, o.fields.uncertain, o.fields.unfamiliar),
+            (9, 4, 4)
+        );
+        assert_eq!((o.fields.blasts, o.fields.confident()), (0, 5));
+        assert_eq!(o.fields.counts, vec![5, 0, 0, 0]);
+    }
+
+    #[test]
+    fn the_verdict_order_is_insufficient_refer_unfamiliar_uncertain_no_blasts() {
+        // Insufficient first: too few good fields, even when all are unfamiliar.
+        let mut t = tally(0, &[], 0, 0, 1);
+        add_unfamiliar(&mut t, 100, 9, 0);
+        assert_eq!(verdict(&t).verdict, Verdict::Insufficient);
+
+        // Most fields unfamiliar: UNFAMILIAR, not NO BLASTS or UNCERTAIN.
+        let mut t = tally(4, &[], 0, 0, 1);
+        add_unfamiliar(&mut t, 100, 6, 0);
+        let o = verdict(&t);
+        assert_eq!((o.verdict, o.fields.unfamiliar), (Verdict::Unfamiliar, 6));
+        assert_eq!(o.verdict.as_str(), "unfamiliar");
+
+        // Exactly half is not more than half: the other fields decide.
+        let mut t = tally(5, &[], 0, 0, 1);
+        add_unfamiliar(&mut t, 100, 5, 0);
+        assert_eq!(verdict(&t).verdict, Verdict::NoBlasts);
+
+        // Referring is the safe direction: enough confident blast fields among the familiar
+        // ones still refer, however many fields are unfamiliar.
+        let mut t = tally(20, &[(2, 2)], 0, 0, 1);
+        add_unfamiliar(&mut t, 100, 40, 0);
+        let o = verdict(&t);
+        assert_eq!(
+            (o.verdict, o.dominant_subtype.as_deref()),
+            (Verdict::Refer, Some("Pre"))
+        );
+
+        // Unfamiliar fields are uncertain fields too: 3 unfamiliar + 3 low-confidence of 10
+        // fields is not unfamiliar (3 of 10) but uncertain (6 of 10).
+        let mut t = tally(4, &[], 3, 0, 1);
+        add_unfamiliar(&mut t, 100, 3, 0);
+        assert_eq!(verdict(&t).verdict, Verdict::Uncertain);
+
+        // The threshold is the rule's.
+        let mut t = tally(7, &[], 0, 0, 1);
+        add_unfamiliar(&mut t, 100, 3, 0);
+        let strict = SlideRule {
+            max_unfamiliar_fraction: 0.2,
+            ..SlideRule::default()
+        };
+        assert_eq!(verdict(&t).verdict, Verdict::NoBlasts);
+        assert_eq!(
+            t.outcome(&strict, &DecisionConfig::default()).verdict,
+            Verdict::Unfamiliar
+        );
+    }
+
+    #[test]
+    fn a_rule_without_the_unfamiliar_key_gets_its_default() {
+        let rule: SlideRule = serde_json::from_str(r#"{"max_uncertain_fraction": 0.4}"#).unwrap();
+        assert_eq!(rule.max_unfamiliar_fraction, 0.5);
+        let counts: FieldCounts = serde_json::from_str(
+            r#"{"good": 3, "retake_only": 0, "uncertain": 1, "blasts": 0, "counts": [2, 0]}"#,
+        )
+        .unwrap();
+        assert_eq!(counts.unfamiliar, 0);
     }
 }

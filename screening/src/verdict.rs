@@ -18,20 +18,24 @@ pub enum Verdict {
     /// The scan was cut short by a fault (disk full, database or inference error): no verdict
     /// was reached and none is stored; rescan the slide once the fault is fixed.
     Incomplete,
+    /// Most good fields were unfamiliar to the model: it was not validated for pictures like
+    /// these (another microscope, camera, lamp or stain), so it says nothing about them: amber.
+    Unfamiliar,
 }
 
 impl Verdict {
     /// Every verdict, in declaration order.
-    pub const ALL: [Verdict; 5] = [
+    pub const ALL: [Verdict; 6] = [
         Verdict::NoBlasts,
         Verdict::Uncertain,
         Verdict::Refer,
         Verdict::Insufficient,
         Verdict::Incomplete,
+        Verdict::Unfamiliar,
     ];
 
     /// The `verdict` value of a `SLIDE` line: `no_blasts`, `uncertain`, `refer`,
-    /// `insufficient` or `incomplete`.
+    /// `insufficient`, `incomplete` or `unfamiliar`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::NoBlasts => "no_blasts",
@@ -39,6 +43,7 @@ impl Verdict {
             Verdict::Refer => "refer",
             Verdict::Insufficient => "insufficient",
             Verdict::Incomplete => "incomplete",
+            Verdict::Unfamiliar => "unfamiliar",
         }
     }
 
@@ -50,6 +55,7 @@ impl Verdict {
             Verdict::Refer => "BLASTS SEEN - REFER",
             Verdict::Insufficient => "INSUFFICIENT",
             Verdict::Incomplete => "INCOMPLETE - RESCAN",
+            Verdict::Unfamiliar => "UNFAMILIAR - NOT VALIDATED",
         }
     }
 
@@ -61,6 +67,19 @@ impl Verdict {
             Verdict::Refer => "REFER",
             Verdict::Insufficient => "INSUFF",
             Verdict::Incomplete => "INCOMP",
+            Verdict::Unfamiliar => "UNFAM",
+        }
+    }
+
+    /// What the verdict means, in a sentence for a report or a log.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Verdict::NoBlasts => "no blasts seen in the fields counted",
+            Verdict::Uncertain => "too many fields were uncertain to say",
+            Verdict::Refer => "blasts seen: refer the slide to a haematologist",
+            Verdict::Insufficient => "too few good fields: scan more fields",
+            Verdict::Incomplete => "the scan was cut short by a fault: rescan the slide",
+            Verdict::Unfamiliar => "not validated for these pictures",
         }
     }
 
@@ -84,5 +103,19 @@ mod tests {
             assert!(verdict.short().len() <= 6);
         }
         assert_eq!(Verdict::from_word("negative"), None);
+        assert_eq!(
+            (
+                Verdict::from_word("unfamiliar"),
+                Verdict::Unfamiliar.headline(),
+                Verdict::Unfamiliar.short(),
+                Verdict::Unfamiliar.meaning()
+            ),
+            (
+                Some(Verdict::Unfamiliar),
+                "UNFAMILIAR - NOT VALIDATED",
+                "UNFAM",
+                "not validated for these pictures"
+            )
+        );
     }
 }

@@ -29,6 +29,18 @@ pub struct Prediction {
     pub unfamiliarity: Option<f32>,
 }
 
+impl Prediction {
+    /// Whether the picture is unfamiliar under `contract`'s threshold: the score is above it
+    /// or not a number ([`crate::familiarity::Unfamiliarity::is_unfamiliar`]). A model without a
+    /// score (or a contract without a threshold) never calls a picture unfamiliar.
+    pub fn is_unfamiliar(&self, contract: &ModelContract) -> bool {
+        match (&contract.unfamiliarity, self.unfamiliarity) {
+            (Some(u), Some(score)) => u.is_unfamiliar(score),
+            _ => false,
+        }
+    }
+}
+
 impl OnnxClassifier {
     /// Loads `path`, reads its contract (applying `overrides`) and optimizes it for batch 1.
     pub fn load(path: &Path, overrides: &ContractOverrides) -> Result<Self, ModelError> {

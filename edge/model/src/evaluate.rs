@@ -52,8 +52,25 @@ pub struct Evaluation {
     pub truth: Vec<usize>,
     /// The model's probabilities for each counted picture, in label order.
     pub probabilities: Vec<Vec<f32>>,
+    /// The model's unfamiliarity score for each counted picture (`None` for a model without
+    /// one).
+    pub unfamiliarity: Vec<Option<f32>>,
     /// The figures at the device's operating point, when they were computed (the report's).
     pub screening: Option<ScreeningFigures>,
+}
+
+impl Evaluation {
+    /// Whether each counted picture is unfamiliar under `contract`'s threshold (a score above
+    /// it, or not a number); `None` when the contract names no unfamiliarity score.
+    pub fn unfamiliar(&self, contract: &crate::contract::ModelContract) -> Option<Vec<bool>> {
+        let u = contract.unfamiliarity.as_ref()?;
+        Some(
+            self.unfamiliarity
+                .iter()
+                .map(|s| s.is_some_and(|s| u.is_unfamiliar(s)))
+                .collect(),
+        )
+    }
 }
 
 /// A change made to every picture before preprocessing, to test what the model relies on.
@@ -239,6 +256,7 @@ pub fn evaluate_files_at(
     let mut input = vec![0.0; model.contract().input_len()];
     let mut cutter = framing.map(FieldCutter::new);
     let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unfamiliarity = Vec::new();
     for (i, (path, class)) in files.iter().enumerate() {
         let img = match decode_image(path) {
             Ok(mut img) => {
@@ -254,21 +272,28 @@ pub fn evaluate_files_at(
             Some(c) => c.cut(&img).into_iter().map(|f| f.image).collect(),
             None => vec![img],
         };
+        // A picture cut into fields: its probabilities and unfamiliarity are its fields' means.
+        let share = 1.0 / pictures.len().max(1) as f32;
         let mut mean = vec![0.0f32; labels.len()];
+        let mut mean_unfamiliarity: Option<f32> = None;
         let mut failed = None;
         for picture in &pictures {
             if let Err(e) = pre.run_into(picture, &mut input) {
                 failed = Some(e.to_string());
                 break;
             }
-            let p = model.probabilities(&input)?;
-            for (m, v) in mean.iter_mut().zip(&p) {
-                *m += v / pictures.len() as f32;
+            let prediction = model.predict(&input)?;
+            for (m, v) in mean.iter_mut().zip(&prediction.probabilities) {
+                *m += v * share;
+            }
+            if let Some(u) = prediction.unfamiliarity {
+                *mean_unfamiliarity.get_or_insert(0.0) += u * share;
             }
         }
         match failed {
             None if !pictures.is_empty() => {
                 probabilities.push(mean);
+                unfamiliarity.push(mean_unfamiliarity);
                 truth.push(*class);
             }
             None => skipped.push((path.clone(), "empty picture".into())),
@@ -290,6 +315,7 @@ pub fn evaluate_files_at(
         skipped,
         truth,
         probabilities,
+        unfamiliarity,
         screening: None,
     })
 }
@@ -338,10 +364,12 @@ pub fn evaluate_selection_at(
 ) -> Result<Evaluation, EvaluateError> {
     let files = labeled_files(data, &model.contract().labels, selection)?;
     let mut evaluation = evaluate_files_at(model, &files, Perturbation::None, framing)?;
-    let screening = ScreeningFigures::compute(
+    let unfamiliar = evaluation.unfamiliar(model.contract());
+    let screening = ScreeningFigures::compute_scored(
         &model.contract().labels,
         &evaluation.truth,
         &evaluation.probabilities,
+        unfamiliar.as_deref(),
         settings,
     );
     let mut notes = vec![format!(

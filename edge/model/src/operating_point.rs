@@ -9,14 +9,21 @@
 //! (`uncertain`) on a blast picture is **not** a detection in the headline sensitivity: the
 //! device does not count it as a blast. The same figures among the answered pictures only are
 //! given beside it.
+//!
+//! For a model that scores unfamiliarity, a picture above its contract's threshold is decided
+//! `uncertain` (reason `unfamiliar`, [`leukoscope_screening::decide_frame_with_familiarity`]):
+//! an abstention like any other, also counted on its own ([`OperatingPoint::unfamiliar`],
+//! [`ClassDecisions::rejected_unfamiliar`]). Without scores every figure is what it was.
 
 use serde::{Deserialize, Serialize};
 
-use leukoscope_screening::{Decision, DecisionConfig, SlideRule, decide_frame, is_normal};
+use leukoscope_screening::{
+    Decision, DecisionConfig, SlideRule, decide_frame_with_familiarity, is_normal,
+};
 
 use crate::calibration::{Calibration, DEFAULT_BINS, reliability};
 use crate::metrics::Proportion;
-use crate::slide_simulation::{SimulationConfig, SlideSimulation, simulate};
+use crate::slide_simulation::{SimulationConfig, SlideSimulation, simulate_scored};
 
 /// The device settings an evaluation is made at: the frame decision, the slide rule, how slides
 /// are simulated, and where they came from.
@@ -72,19 +79,37 @@ impl ScreeningFigures {
         probabilities: &[Vec<f32>],
         settings: &ScreeningSettings,
     ) -> Self {
+        Self::compute_scored(labels, truth, probabilities, None, settings)
+    }
+
+    /// [`compute`](Self::compute) for a model that scores unfamiliarity: `unfamiliar[i]` says
+    /// whether picture `i` is above the contract's threshold (`None`: a model without the score,
+    /// exactly [`compute`](Self::compute)).
+    ///
+    /// # Panics
+    /// As [`compute`](Self::compute).
+    pub fn compute_scored(
+        labels: &[String],
+        truth: &[usize],
+        probabilities: &[Vec<f32>],
+        unfamiliar: Option<&[bool]>,
+        settings: &ScreeningSettings,
+    ) -> Self {
         ScreeningFigures {
-            operating_point: operating_point(
+            operating_point: operating_point_scored(
                 labels,
                 truth,
                 probabilities,
+                unfamiliar,
                 &settings.decision,
                 &settings.settings_from,
             ),
             calibration: reliability(truth, probabilities, DEFAULT_BINS),
-            slide_simulation: simulate(
+            slide_simulation: simulate_scored(
                 labels,
                 truth,
                 probabilities,
+                unfamiliar,
                 &settings.decision,
                 &settings.rule,
                 &settings.simulation,
@@ -111,6 +136,14 @@ pub struct ClassDecisions {
     pub decided_uncertain: u64,
     /// The share decided `uncertain`.
     pub abstention: Proportion,
+    /// Of the `uncertain` ones, the pictures rejected as unfamiliar (0 for a model without the
+    /// score, and then left out of `report.json`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected_unfamiliar: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Blast-vs-normal figures at one operating point (`report.json` key `operating_point`).
@@ -137,6 +170,10 @@ pub struct OperatingPoint {
     pub abstention_normal: Proportion,
     /// Per true class, in label order.
     pub per_class: Vec<ClassDecisions>,
+    /// Pictures rejected as unfamiliar (decided `uncertain` for that reason), over all
+    /// pictures; `None` for a model without the score (and then left out of `report.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfamiliar: Option<Proportion>,
 }
 
 /// The decisions of `probabilities` (rows in `labels` order, paired with `truth`, the true class
@@ -152,6 +189,23 @@ pub fn operating_point(
     decision: &DecisionConfig,
     settings_from: &str,
 ) -> OperatingPoint {
+    operating_point_scored(labels, truth, probabilities, None, decision, settings_from)
+}
+
+/// [`operating_point`] for a model that scores unfamiliarity: `unfamiliar[i]` says whether
+/// picture `i` is above the contract's threshold (an abstention, also counted as rejected as
+/// unfamiliar); `None` is exactly [`operating_point`].
+///
+/// # Panics
+/// As [`operating_point`].
+pub fn operating_point_scored(
+    labels: &[String],
+    truth: &[usize],
+    probabilities: &[Vec<f32>],
+    unfamiliar: Option<&[bool]>,
+    decision: &DecisionConfig,
+    settings_from: &str,
+) -> OperatingPoint {
     let mut per_class: Vec<ClassDecisions> = labels
         .iter()
         .map(|l| ClassDecisions {
@@ -162,16 +216,19 @@ pub fn operating_point(
             decided_blast: 0,
             decided_uncertain: 0,
             abstention: Proportion::new(0, 0),
+            rejected_unfamiliar: 0,
         })
         .collect();
-    for (&t, row) in truth.iter().zip(probabilities) {
+    for (i, (&t, row)) in truth.iter().zip(probabilities).enumerate() {
         let c = &mut per_class[t];
         c.pictures += 1;
-        match decide_frame(decision, labels, row).kind {
+        let rejected = unfamiliar.is_some_and(|u| u.get(i).copied().unwrap_or(false));
+        match decide_frame_with_familiarity(decision, labels, row, rejected).kind {
             Decision::Normal => c.decided_normal += 1,
             Decision::Blast => c.decided_blast += 1,
             Decision::Uncertain => c.decided_uncertain += 1,
         }
+        c.rejected_unfamiliar += u64::from(rejected);
     }
     for c in &mut per_class {
         c.abstention = Proportion::new(c.decided_uncertain, c.pictures);
@@ -195,6 +252,12 @@ pub fn operating_point(
         abstention: Proportion::new(blast_unsure + normal_unsure, blast + normal),
         abstention_blast: Proportion::new(blast_unsure, blast),
         abstention_normal: Proportion::new(normal_unsure, normal),
+        unfamiliar: unfamiliar.map(|_| {
+            Proportion::new(
+                per_class.iter().map(|c| c.rejected_unfamiliar).sum(),
+                blast + normal,
+            )
+        }),
         per_class,
     }
 }
@@ -271,5 +334,71 @@ mod tests {
         assert_eq!(pair(&op.sensitivity), (10, 20));
         assert_eq!(pair(&op.specificity), (0, 10));
         assert_eq!(pair(&op.abstention), (18, 30));
+    }
+
+    #[test]
+    fn unfamiliar_pictures_are_abstentions_counted_on_their_own() {
+        // Benign: 6 confident, 4 confident but unfamiliar. Pro: 5 confident, 5 unfamiliar.
+        let mut truth = vec![0; 10];
+        truth.extend([3; 10]);
+        let probs: Vec<Vec<f32>> = truth.iter().map(|&t| row(t, 0.97)).collect();
+        let unfamiliar: Vec<bool> = (0..20).map(|i| (6..10).contains(&i) || i >= 15).collect();
+        let op = operating_point_scored(
+            &labels(),
+            &truth,
+            &probs,
+            Some(&unfamiliar),
+            &DecisionConfig::default(),
+            "test",
+        );
+        let pair = |p: &Proportion| (p.successes, p.n);
+        assert_eq!(pair(op.unfamiliar.as_ref().unwrap()), (9, 20));
+        assert_eq!(pair(&op.abstention), (9, 20));
+        assert_eq!(pair(&op.sensitivity), (5, 10));
+        assert_eq!(pair(&op.sensitivity_answered), (5, 5));
+        assert_eq!(pair(&op.specificity), (6, 10));
+        let benign = &op.per_class[0];
+        assert_eq!(
+            (
+                benign.decided_normal,
+                benign.decided_uncertain,
+                benign.rejected_unfamiliar
+            ),
+            (6, 4, 4)
+        );
+        assert_eq!(op.per_class[3].rejected_unfamiliar, 5);
+
+        // Without scores: exactly the plain operating point, and report.json unchanged.
+        let plain = operating_point(
+            &labels(),
+            &truth,
+            &probs,
+            &DecisionConfig::default(),
+            "test",
+        );
+        let none = operating_point_scored(
+            &labels(),
+            &truth,
+            &probs,
+            None,
+            &DecisionConfig::default(),
+            "test",
+        );
+        assert_eq!(plain, none);
+        assert_eq!(plain.unfamiliar, None);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("unfamiliar").is_none());
+        assert!(json["per_class"][0].get("rejected_unfamiliar").is_none());
+        // All familiar: the same decisions as without scores, and a zero count.
+        let familiar = operating_point_scored(
+            &labels(),
+            &truth,
+            &probs,
+            Some(&[false; 20]),
+            &DecisionConfig::default(),
+            "test",
+        );
+        assert_eq!(familiar.sensitivity, plain.sensitivity);
+        assert_eq!(pair(familiar.unfamiliar.as_ref().unwrap()), (0, 20));
     }
 }

@@ -11,16 +11,17 @@
 
 use std::path::PathBuf;
 
-use fast_image_resize::images::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
-use leukoscope_screening::{Decision, DecisionConfig, decide_frame, is_normal};
+use leukoscope_screening::{
+    Decision, DecisionConfig, UncertainReason, decide_frame_with_familiarity, is_normal,
+};
 use serde::Serialize;
 
 use crate::classifier::OnnxClassifier;
 use crate::metrics::Proportion;
 use crate::onnx::ModelError;
 use crate::preprocess::{Preprocessor, decode_image};
+use crate::scale::fields::resample;
 
 /// Sigmas tried, smallest first, for [`Shift::BlurInsideFocusGate`].
 pub const BLUR_SIGMAS: [f32; 10] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0];
@@ -166,14 +167,15 @@ impl ShiftCheck<'_> {
                 continue;
             }
             let p = self.model.predict(&input)?;
-            let d = decide_frame(self.decision, labels, &p.probabilities);
-            let is_unfamiliar = match (&contract.unfamiliarity, p.unfamiliarity) {
-                (Some(u), Some(score)) => u.is_unfamiliar(score),
-                _ => false,
-            };
+            let d = decide_frame_with_familiarity(
+                self.decision,
+                labels,
+                &p.probabilities,
+                p.is_unfamiliar(contract),
+            );
             n += 1;
-            unfamiliar += u64::from(is_unfamiliar);
-            if is_unfamiliar || d.kind == Decision::Uncertain {
+            unfamiliar += u64::from(d.reason == Some(UncertainReason::Unfamiliar));
+            if d.kind == Decision::Uncertain {
                 abstained += 1;
                 continue;
             }
@@ -225,10 +227,10 @@ pub fn apply_shift(
         Shift::AsCaptured => img.clone(),
         Shift::Magnified => {
             let crop = image::imageops::crop_imm(img, w / 4, h / 4, w / 2, h / 2).to_image();
-            resize(&crop, w, h)
+            resample(&crop, w, h)
         }
         Shift::Reduced => {
-            let small = resize(img, w / 2, h / 2);
+            let small = resample(img, w / 2, h / 2);
             let fill = crate::colour::background(img.as_raw())
                 .map_or([255u8; 3], |b| b.map(|v| v.round() as u8));
             let mut out = RgbImage::from_pixel(w, h, image::Rgb(fill));
@@ -236,7 +238,7 @@ pub fn apply_shift(
             out
         }
         Shift::WarmLamp => gains(img, [1.15, 1.0, 0.85]),
-        Shift::Jpeg { quality } => jpeg(img, quality),
+        Shift::Jpeg { quality } => jpeg_round_trip(img, quality),
         Shift::BlurInsideFocusGate => match focus_ok {
             None => image::imageops::blur(img, 1.0),
             Some(ok) => {
@@ -258,8 +260,8 @@ pub fn apply_shift(
             },
             _ => img.clone(),
         },
-        Shift::DeclaredMagnified => resize(&resize(img, 2 * w, 2 * h), w, h),
-        Shift::DeclaredReduced => resize(&resize(img, w / 2, h / 2), w, h),
+        Shift::DeclaredMagnified => resample(&resample(img, 2 * w, 2 * h), w, h),
+        Shift::DeclaredReduced => resample(&resample(img, w / 2, h / 2), w, h),
     }
 }
 
@@ -274,42 +276,17 @@ fn gains(img: &RgbImage, g: [f32; 3]) -> RgbImage {
     out
 }
 
-/// The picture after a JPEG encode and decode.
-fn jpeg(img: &RgbImage, quality: u8) -> RgbImage {
+/// The picture after a JPEG encode and decode at `quality` (what a camera's or a network's
+/// compression does; also the trainer's JPEG augmentation). If an in-memory encode ever failed,
+/// the picture is returned unchanged rather than lost.
+pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> RgbImage {
     let mut bytes = Vec::new();
     let ok = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
         .encode_image(img)
         .is_ok();
-    ok.then(|| image::load_from_memory(&bytes).ok())
+    ok.then(|| image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).ok())
         .flatten()
         .map_or_else(|| img.clone(), |d| d.to_rgb8())
-}
-
-/// Resized with an area filter when shrinking and bilinear when enlarging (what a camera with
-/// fewer pixels, or the device's resampling to the model's pixel size, does).
-pub fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let (w, h) = (w.max(1), h.max(1));
-    let filter = if w < img.width() {
-        FilterType::Box
-    } else {
-        FilterType::Bilinear
-    };
-    let src = fast_image_resize::images::ImageRef::new(
-        img.width(),
-        img.height(),
-        img.as_raw(),
-        PixelType::U8x3,
-    )
-    .expect("an RgbImage holds width × height × 3 bytes");
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
-        )
-        .expect("both U8x3 with non-zero sides");
-    RgbImage::from_raw(w, h, dst.into_vec()).expect("the resized buffer has w × h × 3 bytes")
 }
 
 /// The mean colour of each class's pictures (`files` with their class), for
@@ -438,7 +415,7 @@ mod tests {
             gains(&img, [3.0, 1.0, 0.0]).get_pixel(0, 0).0,
             [255, 100, 0]
         );
-        assert_ne!(jpeg(&checker(32, 32), 30), checker(32, 32));
+        assert_ne!(jpeg_round_trip(&checker(32, 32), 30), checker(32, 32));
     }
 
     #[test]

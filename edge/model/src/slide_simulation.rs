@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use leukoscope_screening::{DecisionConfig, FieldKey, SlideRule, SlideTally, Verdict};
-use leukoscope_screening::{decide_frame, is_normal};
+use leukoscope_screening::{decide_frame_with_familiarity, is_normal};
 
 use crate::metrics::Proportion;
 use crate::seeded::SplitMix64;
@@ -77,6 +77,10 @@ pub struct ConditionOutcome {
     pub uncertain: Proportion,
     /// Slides called `insufficient`.
     pub insufficient: Proportion,
+    /// Slides called `unfamiliar`; `None` for a model without an unfamiliarity score (and then
+    /// left out of `report.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfamiliar: Option<Proportion>,
 }
 
 /// A slide-level simulation (`report.json` key `slide_simulation`).
@@ -129,6 +133,35 @@ pub fn simulate(
     config: &SimulationConfig,
     settings_from: &str,
 ) -> SlideSimulation {
+    simulate_scored(
+        labels,
+        truth,
+        probabilities,
+        None,
+        decision,
+        rule,
+        config,
+        settings_from,
+    )
+}
+
+/// [`simulate`] for a model that scores unfamiliarity: `unfamiliar[i]` says whether picture `i`
+/// is above the contract's threshold, so a field drawn from it is unfamiliar (uncertain, never
+/// counted) and slides can be called `unfamiliar`; `None` is exactly [`simulate`].
+///
+/// # Panics
+/// As [`simulate`].
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_scored(
+    labels: &[String],
+    truth: &[usize],
+    probabilities: &[Vec<f32>],
+    unfamiliar: Option<&[bool]>,
+    decision: &DecisionConfig,
+    rule: &SlideRule,
+    config: &SimulationConfig,
+    settings_from: &str,
+) -> SlideSimulation {
     let (mut normal, mut blast) = (Vec::new(), Vec::new());
     for (i, &t) in truth.iter().enumerate().take(probabilities.len()) {
         if is_normal(&decision.normal_labels, &labels[t]) {
@@ -141,7 +174,7 @@ pub fn simulate(
     let run = |index: u64, name: String, blast_share: f64, blast_fields: u32| {
         // One stream per condition, so adding a condition leaves the others' draws unchanged.
         let mut rng = SplitMix64::new(config.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut counts = [0u64; 4];
+        let mut counts = [0u64; 5];
         let mut picks = Vec::with_capacity(k as usize);
         for _ in 0..config.slides_per_condition {
             picks.clear();
@@ -150,7 +183,8 @@ pub fn simulate(
             let mut tally = SlideTally::new(labels);
             for (field, &i) in picks.iter().enumerate() {
                 let p = &probabilities[i];
-                let d = decide_frame(decision, labels, p);
+                let rejected = unfamiliar.is_some_and(|u| u.get(i).copied().unwrap_or(false));
+                let d = decide_frame_with_familiarity(decision, labels, p, rejected);
                 tally.add(Some(FieldKey::whole(field as u32 + 1)), &d, p);
             }
             let slot = match tally.outcome(rule, decision).verdict {
@@ -158,6 +192,7 @@ pub fn simulate(
                 Verdict::NoBlasts => 1,
                 Verdict::Uncertain => 2,
                 Verdict::Insufficient | Verdict::Incomplete => 3,
+                Verdict::Unfamiliar => 4,
             };
             counts[slot] += 1;
         }
@@ -178,6 +213,7 @@ pub fn simulate(
             no_blasts: p(counts[1]),
             uncertain: p(counts[2]),
             insufficient: p(counts[3]),
+            unfamiliar: unfamiliar.map(|_| p(counts[4])),
         }
     };
 
@@ -371,5 +407,34 @@ mod tests {
         }
         draw(&mut rng, &[], 5, &mut out);
         assert_eq!(out.len(), 300);
+    }
+
+    #[test]
+    fn mostly_unfamiliar_pictures_make_unfamiliar_slides_and_blasts_still_refer() {
+        let (truth, probs) = pictures(|t, _| row(t, 0.99));
+        // Every normal picture unfamiliar, every blast picture familiar.
+        let unfamiliar: Vec<bool> = truth.iter().map(|&t| t == 0).collect();
+        let s = simulate_scored(
+            &labels(),
+            &truth,
+            &probs,
+            Some(&unfamiliar),
+            &DecisionConfig::default(),
+            &SlideRule::default(),
+            &small(),
+            "test",
+        );
+        let benign = s.benign.as_ref().unwrap();
+        assert_eq!(benign.unfamiliar.as_ref().unwrap().value, Some(1.0));
+        assert_eq!(benign.correct.value, Some(0.0));
+        // Blast slides: 3 of 30 familiar blast fields still refer (the safe direction).
+        for c in &s.blast {
+            assert_eq!(c.refer.value, Some(1.0), "{}", c.name);
+            assert_eq!(c.unfamiliar.as_ref().unwrap().value, Some(0.0));
+        }
+        // Without scores: exactly the plain simulation.
+        let plain = sim(&truth, &probs, &small());
+        assert!(plain.benign.as_ref().unwrap().unfamiliar.is_none());
+        assert_eq!(plain.benign.as_ref().unwrap().correct.value, Some(1.0));
     }
 }

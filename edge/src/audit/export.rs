@@ -22,7 +22,7 @@ use super::AuditError;
 use crate::store::{FrameRow, SessionRow, Store, format_time};
 
 /// The fixed CSV columns, in order (the `p_<label>` columns follow).
-pub const CSV_COLUMNS: [&str; 25] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "frame_id",
     "session_id",
     "seq",
@@ -48,6 +48,8 @@ pub const CSV_COLUMNS: [&str; 25] = [
     "slide_id",
     "field",
     "device",
+    "unfamiliarity",
+    "uncertain_reason",
 ];
 
 /// `edge export --format`: what [`export_session`] writes.
@@ -143,6 +145,9 @@ fn csv_row(session: &SessionRow, row: &FrameRow) -> Vec<String> {
         opt(&session.slide_id),
         f.field.map_or(String::new(), |n| n.to_string()),
         opt(&row.device),
+        num(f.unfamiliarity),
+        f.uncertain_reason
+            .map_or(String::new(), |r| r.as_str().to_string()),
     ];
     for i in 0..session.labels.len() {
         cells.push(num(f.probabilities.get(i).copied()));

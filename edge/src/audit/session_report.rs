@@ -21,7 +21,7 @@ use crate::store::{
 };
 use leukoscope_model::evaluation_report::ReportError;
 use leukoscope_model::evaluation_report::plot::{self, FONT, MUTED, PALETTE, PlotResult, TEXT};
-use leukoscope_screening::{SCREENING_NOTE, Verdict, is_normal};
+use leukoscope_screening::{SCREENING_NOTE, UncertainReason, Verdict, is_normal};
 
 /// The most thumbnails a report shows (it is one page).
 pub const MAX_THUMBNAILS: usize = 12;
@@ -60,6 +60,8 @@ struct Facts {
     counts: SessionCounts,
     counts_note: &'static str,
     retake_reasons: Vec<(String, u32)>,
+    /// Classified frames the model found unfamiliar.
+    unfamiliar_frames: usize,
     flagged_kept: usize,
     evicted: usize,
     thumbs: Vec<Thumb>,
@@ -144,6 +146,7 @@ fn count_frames(session: &SessionRow, frames: &[FrameRow]) -> SessionCounts {
             probabilities: f.frame.probabilities.clone(),
             field: f.frame.field,
             tile: f.frame.tile,
+            uncertain_reason: f.frame.uncertain_reason,
         }),
     )
 }
@@ -218,6 +221,10 @@ fn facts(session: &SessionRow, frames: &[FrameRow]) -> Facts {
         counts,
         counts_note,
         retake_reasons,
+        unfamiliar_frames: frames
+            .iter()
+            .filter(|f| f.frame.uncertain_reason == Some(UncertainReason::Unfamiliar))
+            .count(),
         flagged_kept: frames
             .iter()
             .filter(|f| f.frame.kept_image.is_some())
@@ -317,12 +324,17 @@ fn thumbnail(resizer: &mut Resizer, path: &Path) -> Result<Vec<u8>, String> {
     Ok(jpeg)
 }
 
-/// The fields the verdict counted: good, blast and uncertain ones (or why there are none).
+/// The fields the verdict counted: good, blast and uncertain ones, and of those the unfamiliar
+/// ones when there are any (or why there are none).
 fn fields_text(c: &SessionCounts) -> String {
     match (c.fields, c.blast_fields, c.uncertain_fields) {
-        (Some(good), Some(blasts), Some(uncertain)) => {
-            format!("{good} good ({blasts} blast, {uncertain} uncertain)")
-        }
+        (Some(good), Some(blasts), Some(uncertain)) => match c.unfamiliar_fields {
+            Some(unfamiliar) if unfamiliar > 0 => format!(
+                "{good} good ({blasts} blast, {uncertain} uncertain, of which {unfamiliar} \
+                 unfamiliar: not validated for such pictures)"
+            ),
+            _ => format!("{good} good ({blasts} blast, {uncertain} uncertain)"),
+        },
         _ => "not tracked (recorded before fields were tracked)".into(),
     }
 }
@@ -457,9 +469,16 @@ fn markdown(f: &Facts) -> String {
     );
     let _ = writeln!(
         md,
-        "- Uncertain (below the confidence threshold): {}",
+        "- Uncertain (below the confidence threshold, or unfamiliar): {}",
         f.counts.uncertain
     );
+    if f.unfamiliar_frames > 0 {
+        let _ = writeln!(
+            md,
+            "- Unfamiliar (the model was not validated for such pictures): {}",
+            f.unfamiliar_frames
+        );
+    }
     let _ = writeln!(
         md,
         "- Retakes (failed the quality gate): {}",
@@ -552,9 +571,10 @@ figure {{ margin: 0; width: {thumb}px; font-size: 0.8em; }} figure img {{ max-wi
     }
     let _ = writeln!(
         h,
-        "</table><p>Good frames: {}<br>Uncertain: {}<br>Retakes: {}<br>Fields: {}<br>Blast fraction: {}</p></div>",
+        "</table><p>Good frames: {}<br>Uncertain: {}<br>Unfamiliar: {}<br>Retakes: {}<br>Fields: {}<br>Blast fraction: {}</p></div>",
         f.counts.good,
         f.counts.uncertain,
+        f.unfamiliar_frames,
         esc(&retake_text(f)),
         esc(&fields_text(&f.counts)),
         percent(f.counts.blast_fraction)

@@ -84,6 +84,8 @@ fn frame(session: i64, seq: u64) -> FrameRecord {
         kept_image: None,
         tile: None,
         field: Some(u32::try_from(seq).unwrap_or(u32::MAX)),
+        unfamiliarity: None,
+        uncertain_reason: None,
     }
 }
 

@@ -170,6 +170,7 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Decoded, String> {
 mod tests {
     use super::*;
     use crate::store::{FrameRecord, Quality, StoredDecision};
+    use leukoscope_screening::UncertainReason;
 
     fn entry(kind: OutboxKind, row_id: i64, change: &str) -> OutboxEntry {
         OutboxEntry {
@@ -210,6 +211,8 @@ mod tests {
                 kept_image: Some("s3/7.jpg".into()),
                 tile: None,
                 field: Some(2),
+                unfamiliarity: Some(41.5),
+                uncertain_reason: Some(UncertainReason::Unfamiliar),
             },
             image_evicted: None,
             device: None,
@@ -233,6 +236,11 @@ mod tests {
         assert_eq!(back.frame.probabilities[0], 0.4);
         assert!(back.frame.probabilities[1].is_nan());
         assert!(back.frame.quality.unwrap().focus.is_nan());
+        assert_eq!(back.frame.unfamiliarity, Some(41.5));
+        assert_eq!(
+            back.frame.uncertain_reason,
+            Some(UncertainReason::Unfamiliar)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use leukoscope_model::classifier::OnnxClassifier;
 use leukoscope_model::onnx::ModelError;
 use leukoscope_model::preprocess::{Preprocessor, decode_image_bytes};
 use leukoscope_model::scale::fields::{FieldCutter, ScaleFraming};
-use leukoscope_screening::{DecisionConfig, FieldKey, FrameDecision, decide_frame};
+use leukoscope_screening::{
+    DecisionConfig, FieldKey, FrameDecision, decide_frame_with_familiarity,
+};
 
 /// A frame could not be processed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,10 @@ pub enum Outcome {
     Classified {
         /// Probabilities in label order.
         probabilities: Vec<f32>,
-        /// The decision.
+        /// The model's unfamiliarity score (`None` for a model without one).
+        unfamiliarity: Option<f32>,
+        /// The decision (uncertain with the reason `unfamiliar` when the score is above the
+        /// contract's threshold).
         decision: FrameDecision,
     },
 }
@@ -306,10 +311,16 @@ impl FramePipeline {
                 path: model.path().to_path_buf(),
                 reason: e.to_string(),
             })?;
-        let probabilities = model.probabilities(&self.input)?;
-        let decision = decide_frame(&self.decision, &model.contract().labels, &probabilities);
+        let prediction = model.predict(&self.input)?;
+        let decision = decide_frame_with_familiarity(
+            &self.decision,
+            &model.contract().labels,
+            &prediction.probabilities,
+            prediction.is_unfamiliar(model.contract()),
+        );
         Ok(Outcome::Classified {
-            probabilities,
+            probabilities: prediction.probabilities,
+            unfamiliarity: prediction.unfamiliarity,
             decision,
         })
     }

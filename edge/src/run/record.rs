@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::{Device, FrameError, Outcome, Processed, SOFTWARE_VERSION};
 use crate::source::{Frame, FrameData};
 use crate::store::{self, FrameRecord};
-use leukoscope_screening::Decision;
+use leukoscope_screening::{Decision, UncertainReason};
 
 impl Device {
     /// Classifies, records and announces one frame (or each of its tiles), opening a session
@@ -133,6 +133,14 @@ impl Device {
             .as_ref()
             .expect("a frame belongs to a session")
             .id;
+        let (unfamiliarity, uncertain_reason) = match &processed.outcome {
+            Outcome::Retake(_) => (None, None),
+            Outcome::Classified {
+                unfamiliarity,
+                decision,
+                ..
+            } => (*unfamiliarity, decision.reason),
+        };
         let (decision, label, confidence, probabilities, retake, flagged) = match &processed.outcome
         {
             Outcome::Retake(reason) => (
@@ -146,6 +154,7 @@ impl Device {
             Outcome::Classified {
                 probabilities,
                 decision,
+                ..
             } => (
                 if decision.kind == Decision::Uncertain {
                     store::StoredDecision::Uncertain
@@ -183,6 +192,8 @@ impl Device {
             kept_image,
             tile: processed.tile_index(),
             field: processed.field,
+            unfamiliarity,
+            uncertain_reason,
         }
     }
 
@@ -239,6 +250,7 @@ impl Device {
             Outcome::Classified {
                 decision,
                 probabilities,
+                ..
             } => {
                 session.tally.add(field, decision, probabilities);
                 (
@@ -249,6 +261,7 @@ impl Device {
                         confidence: decision.confidence,
                         decision: decision.kind,
                         time: stamp,
+                        unfamiliar: decision.reason == Some(UncertainReason::Unfamiliar),
                         tile: processed.tile_index(),
                     },
                     LastFrame::Classified {

@@ -129,6 +129,7 @@ impl Device {
             fields: fields.good,
             blast_fields: fields.blasts,
             uncertain_fields: fields.uncertain,
+            unfamiliar_fields: fields.unfamiliar,
             blast_fraction: outcome.blast_fraction,
             verdict: (verdict != Verdict::Incomplete).then(|| verdict.as_str().to_string()),
             dominant_subtype: outcome
@@ -160,6 +161,7 @@ impl Device {
             subtype = summary.dominant_subtype.as_deref().unwrap_or("-"),
             frames = session.tally.frames,
             fields = fields.good,
+            unfamiliar_fields = fields.unfamiliar,
             "session closed ({reason:?}); {SCREENING_NOTE}"
         );
         self.outputs.send(&Event::Slide(SlideSummary {
@@ -169,6 +171,7 @@ impl Device {
             good: session.tally.good,
             retakes: session.tally.retakes,
             fields: fields.good,
+            unfamiliar: fields.unfamiliar,
             reason: fault,
             counts,
             blast_fraction: outcome.blast_fraction,

@@ -138,9 +138,10 @@ impl Store {
                 "INSERT INTO sessions (slide_id, started, stopped, state, stop_reason,
                     model_sha256, model_variant, labels, normal_labels, software_version, rule,
                     counts, good, retakes, uncertain, blast_fraction, verdict, dominant_subtype,
-                    fields, blast_fields, uncertain_fields, fault, device, site, device_session)
+                    fields, blast_fields, uncertain_fields, fault, device, site, device_session,
+                    unfamiliar_fields)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
                  ON CONFLICT (device, device_session) WHERE device IS NOT NULL DO UPDATE SET
                     slide_id = excluded.slide_id, started = excluded.started,
                     stopped = excluded.stopped, state = excluded.state,
@@ -153,7 +154,7 @@ impl Store {
                     verdict = excluded.verdict, dominant_subtype = excluded.dominant_subtype,
                     fields = excluded.fields, blast_fields = excluded.blast_fields,
                     uncertain_fields = excluded.uncertain_fields, fault = excluded.fault,
-                    site = excluded.site
+                    site = excluded.site, unfamiliar_fields = excluded.unfamiliar_fields
                  WHERE sessions.state = 'open' OR excluded.state != 'open'",
             )
             .and_then(|mut st| {
@@ -183,6 +184,7 @@ impl Store {
                     m.device,
                     m.site,
                     s.id,
+                    c.and_then(|c| c.unfamiliar_fields),
                 ])
             })
             .map_err(|e| self.err("store a kit's session", e))?;
@@ -232,9 +234,10 @@ impl Store {
                 "INSERT INTO frames (session_id, seq, tile, time, origin, sha256, width, height,
                     focus, mean, p999, clipped_fraction, stained_fraction, decision,
                     retake_reason, label, confidence, probabilities, model_sha256,
-                    software_version, kept_image, image_evicted, field, device, device_frame)
+                    software_version, kept_image, image_evicted, field, device, device_frame,
+                    unfamiliarity, uncertain_reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
                  ON CONFLICT DO NOTHING",
             )
             .and_then(|mut st| {
@@ -266,6 +269,8 @@ impl Store {
                     f.field,
                     m.device,
                     row.id,
+                    f.unfamiliarity,
+                    f.uncertain_reason.map(|r| r.as_str()),
                 ])
             })
             .map_err(e)?;

@@ -235,7 +235,8 @@ impl Store {
                     .execute(
                         "UPDATE sessions SET state = 'interrupted', stopped = ?2, counts = ?3,
                         good = ?4, retakes = ?5, uncertain = ?6, blast_fraction = ?7,
-                        fields = ?8, blast_fields = ?9, uncertain_fields = ?10
+                        fields = ?8, blast_fields = ?9, uncertain_fields = ?10,
+                        unfamiliar_fields = ?11
                      WHERE id = ?1 AND state = 'open'",
                         params![
                             id,
@@ -248,6 +249,7 @@ impl Store {
                             counts.fields,
                             counts.blast_fields,
                             counts.uncertain_fields,
+                            counts.unfamiliar_fields,
                         ],
                     )
                     .map_err(|e| store.err("recover an interrupted session", e))?;

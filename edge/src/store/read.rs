@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use hardware::serial::Timestamp;
 use hardware::{Event, RetakeReason};
-use leukoscope_screening::{Decision, is_normal};
+use leukoscope_screening::{Decision, UncertainReason, is_normal};
 use rusqlite::OptionalExtension;
 
 use super::rows::{FRAME_SELECT, RawFrame, RawSession, SESSION_SELECT};
@@ -152,6 +152,7 @@ impl Store {
                         confidence: f.confidence.unwrap_or(f32::NAN),
                         decision: kind,
                         time,
+                        unfamiliar: f.uncertain_reason == Some(UncertainReason::Unfamiliar),
                         tile: f.tile,
                     }
                 }
@@ -166,34 +167,50 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT decision, label, probabilities, field, tile FROM frames
+                "SELECT decision, label, probabilities, field, tile, uncertain_reason FROM frames
                  WHERE session_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.err("count frames", e))?;
-        type Raw = (String, Option<String>, String, Option<u32>, Option<u32>);
+        type Raw = (
+            String,
+            Option<String>,
+            String,
+            Option<u32>,
+            Option<u32>,
+            Option<String>,
+        );
         let rows: Vec<Raw> = st
             .query_map([s.id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err("count frames", e))?;
-        let frames = rows
-            .into_iter()
-            .map(|(decision, label, probabilities, field, tile)| {
-                let probabilities: Vec<Option<f32>> =
-                    serde_json::from_str(&probabilities).unwrap_or_default();
-                FrameFacts {
-                    // The schema allows only the three words (a CHECK constraint).
-                    decision: decision.parse().unwrap_or(StoredDecision::Label),
-                    label,
-                    probabilities: probabilities
-                        .into_iter()
-                        .map(|p| p.unwrap_or(f32::NAN))
-                        .collect(),
-                    field,
-                    tile,
-                }
-            });
+        let frames =
+            rows.into_iter()
+                .map(|(decision, label, probabilities, field, tile, reason)| {
+                    let probabilities: Vec<Option<f32>> =
+                        serde_json::from_str(&probabilities).unwrap_or_default();
+                    FrameFacts {
+                        // The schema allows only the three words (a CHECK constraint).
+                        decision: decision.parse().unwrap_or(StoredDecision::Label),
+                        label,
+                        probabilities: probabilities
+                            .into_iter()
+                            .map(|p| p.unwrap_or(f32::NAN))
+                            .collect(),
+                        field,
+                        tile,
+                        // The schema allows only the reasons' words (a CHECK constraint).
+                        uncertain_reason: reason.as_deref().and_then(UncertainReason::from_word),
+                    }
+                });
         Ok(SessionCounts::replay(s, frames))
     }
 }

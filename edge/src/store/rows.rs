@@ -7,6 +7,7 @@ use rusqlite::Row;
 
 use super::types::parse_time;
 use super::{FrameRecord, FrameRow, Quality, SessionCounts, SessionRow, StoreError};
+use leukoscope_screening::UncertainReason;
 
 /// The `counts` column: a JSON object label → confident frames.
 pub(super) fn counts_json(counts: &[(String, u32)]) -> String {
@@ -28,7 +29,8 @@ pub(super) const SESSION_SELECT: &str = "SELECT s.id, s.slide_id, s.started, s.s
     s.software_version, s.rule, s.counts, s.good, s.retakes, s.uncertain, s.blast_fraction,
     s.verdict, s.dominant_subtype,
     (SELECT count(*) FROM frames f WHERE f.session_id = s.id),
-    s.fields, s.blast_fields, s.uncertain_fields, s.fault, s.device, s.site, s.device_session
+    s.fields, s.blast_fields, s.uncertain_fields, s.fault, s.device, s.site, s.device_session,
+    s.unfamiliar_fields
     FROM sessions s";
 
 /// A session row as SQLite gives it.
@@ -60,6 +62,7 @@ pub(super) struct RawSession {
     device: Option<String>,
     site: Option<String>,
     device_session: Option<i64>,
+    unfamiliar_fields: Option<u32>,
 }
 
 impl RawSession {
@@ -93,6 +96,7 @@ impl RawSession {
             device: r.get(24)?,
             site: r.get(25)?,
             device_session: r.get(26)?,
+            unfamiliar_fields: r.get(27)?,
         })
     }
 
@@ -128,6 +132,7 @@ impl RawSession {
                     fields: self.fields,
                     blast_fields: self.blast_fields,
                     uncertain_fields: self.uncertain_fields,
+                    unfamiliar_fields: self.unfamiliar_fields,
                     blast_fraction: self.blast_fraction.unwrap_or(f64::NAN),
                 })
             }
@@ -178,7 +183,7 @@ pub(super) const FRAME_SELECT: &str =
     "SELECT id, session_id, seq, tile, time, origin, sha256, width, height,
     focus, mean, p999, clipped_fraction, stained_fraction, decision, retake_reason, label,
     confidence, probabilities, model_sha256, software_version, kept_image, image_evicted, field,
-    device, device_frame
+    device, device_frame, unfamiliarity, uncertain_reason
     FROM frames";
 
 /// A frame row as SQLite gives it.
@@ -205,6 +210,8 @@ pub(super) struct RawFrame {
     field: Option<u32>,
     device: Option<String>,
     device_frame: Option<i64>,
+    unfamiliarity: Option<f64>,
+    uncertain_reason: Option<String>,
 }
 
 impl RawFrame {
@@ -233,6 +240,8 @@ impl RawFrame {
             field: r.get(23)?,
             device: r.get(24)?,
             device_frame: r.get(25)?,
+            unfamiliarity: r.get(26)?,
+            uncertain_reason: r.get(27)?,
         })
     }
 
@@ -283,6 +292,15 @@ impl RawFrame {
                 kept_image: self.kept_image.map(PathBuf::from),
                 tile: self.tile,
                 field: self.field,
+                unfamiliarity: self.unfamiliarity.map(|x| x as f32),
+                uncertain_reason: self
+                    .uncertain_reason
+                    .as_deref()
+                    .map(|w| {
+                        UncertainReason::from_word(w)
+                            .ok_or_else(|| bad(format!("uncertain reason {w:?}")))
+                    })
+                    .transpose()?,
             },
             image_evicted: self
                 .image_evicted

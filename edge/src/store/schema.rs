@@ -128,6 +128,17 @@ CREATE TABLE fleet_devices (
 ) STRICT;
 "#;
 
+/// Version 3 → 4: unfamiliarity. Each classified frame records the model's unfamiliarity score
+/// (NULL for a model without one) and why its decision is uncertain; a session records its
+/// unfamiliar fields (three added columns).
+const V4: &str = r#"
+ALTER TABLE frames ADD COLUMN unfamiliarity REAL;       -- the model's unfamiliarity score;
+                                                        -- NULL for a model without one
+ALTER TABLE frames ADD COLUMN uncertain_reason TEXT     -- decision 'uncertain': why
+    CHECK (uncertain_reason IN ('low_confidence', 'unfamiliar'));
+ALTER TABLE sessions ADD COLUMN unfamiliar_fields INTEGER; -- good fields the model found unfamiliar
+"#;
+
 /// Indexes created `IF NOT EXISTS` by the writer at every open (see the module documentation):
 /// `frames_by_origin` answers `Store::has_frame` (a watched folder's catch-up at start).
 pub const INDEXES: &str = r#"
@@ -135,4 +146,4 @@ CREATE INDEX IF NOT EXISTS frames_by_origin ON frames (origin, sha256);
 "#;
 
 /// The migrations, in order.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];

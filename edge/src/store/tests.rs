@@ -67,6 +67,8 @@ fn frame(session: i64, seq: u64, decision: StoredDecision, label: Option<&str>) 
         kept_image: None,
         tile: None,
         field: Some(seq as u32),
+        unfamiliarity: None,
+        uncertain_reason: None,
     }
 }
 
@@ -79,6 +81,7 @@ fn summary() -> SessionSummary {
         fields: 0,
         blast_fields: 0,
         uncertain_fields: 0,
+        unfamiliar_fields: 0,
         blast_fraction: 1.0 / 3.0,
         verdict: Some("refer".into()),
         dominant_subtype: Some("Pro".into()),
@@ -446,5 +449,114 @@ fn text_enums_round_trip() {
     assert_eq!(
         "retake".parse::<StoredDecision>().unwrap(),
         StoredDecision::Retake
+    );
+}
+
+#[test]
+fn unfamiliar_frames_keep_their_score_and_reason_through_last_and_recovery() {
+    use hardware::LineFormat;
+    use leukoscope_screening::UncertainReason;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let s;
+    {
+        let mut store = Store::open(&path).unwrap();
+        s = store.begin_session(&new_session("S-1")).unwrap();
+        let mut familiar = frame(s, 1, StoredDecision::Label, Some("Benign"));
+        familiar.unfamiliarity = Some(1.5);
+        store.record_frame(&familiar).unwrap();
+        // Confident blast probabilities, but unfamiliar: uncertain, never a blast field.
+        for seq in 2..=3 {
+            let mut f = frame(s, seq, StoredDecision::Label, Some("Pro"));
+            f.decision = StoredDecision::Uncertain;
+            f.unfamiliarity = Some(42.25);
+            f.uncertain_reason = Some(UncertainReason::Unfamiliar);
+            store.record_frame(&f).unwrap();
+        }
+        let back = store.frames(s).unwrap();
+        assert_eq!(back[0].frame, familiar);
+        assert_eq!(back[1].frame.unfamiliarity, Some(42.25));
+        assert_eq!(
+            back[1].frame.uncertain_reason,
+            Some(UncertainReason::Unfamiliar)
+        );
+        let lines: Vec<String> = store
+            .last_events(2)
+            .unwrap()
+            .iter()
+            .map(|e| e.to_line(LineFormat::Text))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "RESULT frame=2 slide=S-1 label=Pro confidence=0.970 decision=uncertain time=2025-06-15T15:06:40.207Z reason=unfamiliar",
+                "RESULT frame=3 slide=S-1 label=Pro confidence=0.970 decision=uncertain time=2025-06-15T15:06:40.307Z reason=unfamiliar",
+            ]
+        );
+        // A reason the schema does not know is refused.
+        let e = store.conn.execute(
+            "UPDATE frames SET uncertain_reason = 'bored' WHERE seq = 1",
+            [],
+        );
+        assert!(e.is_err());
+        // Dropped without closing: as after a crash.
+    }
+    let store = Store::open(&path).unwrap();
+    let c = store.session(s).unwrap().counts.unwrap();
+    assert_eq!((c.good, c.uncertain), (3, 2));
+    assert_eq!(
+        (
+            c.fields,
+            c.blast_fields,
+            c.uncertain_fields,
+            c.unfamiliar_fields
+        ),
+        (Some(3), Some(0), Some(2), Some(2))
+    );
+}
+
+#[test]
+fn a_version_2_database_is_migrated_and_its_rows_read_without_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO sessions (id, started, state, model_sha256, model_variant, labels,
+                normal_labels, software_version, rule, counts, good, retakes, uncertain,
+                blast_fraction, verdict, fields, blast_fields, uncertain_fields, stopped,
+                stop_reason)
+             VALUES (1, '2025-06-15T15:06:40.000Z', 'closed', 'ab', 'v', '[\"Benign\",\"Pro\"]',
+                '[\"Benign\"]', '0.1.0', '{}', '{\"Benign\":1,\"Pro\":0}', 1, 0, 0, 0.0,
+                'insufficient', 1, 0, 0, '2025-06-15T15:06:41.000Z', 'command')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO frames (session_id, seq, time, origin, sha256, width, height, decision,
+                label, confidence, probabilities, model_sha256, software_version, field)
+             VALUES (1, 1, '2025-06-15T15:06:40.500Z', 'stdin', 'cd', 8, 8, 'label', 'Benign',
+                0.9, '[0.9,0.1]', 'ab', '0.1.0', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(Store::schema_version(&path).unwrap(), SCHEMA_VERSION);
+    let session = store.session(1).unwrap();
+    assert_eq!(session.verdict.as_deref(), Some("insufficient"));
+    assert_eq!(session.counts.unwrap().unfamiliar_fields, None);
+    let frames = store.frames(1).unwrap();
+    assert_eq!(
+        (
+            frames[0].frame.unfamiliarity,
+            frames[0].frame.uncertain_reason
+        ),
+        (None, None)
     );
 }

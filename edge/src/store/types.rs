@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use leukoscope_screening::{
-    Decision, DecisionConfig, FieldKey, FrameDecision, SlideTally, is_normal,
+    Decision, DecisionConfig, FieldKey, FrameDecision, SlideTally, UncertainReason, is_normal,
 };
 
 /// A session's state.
@@ -188,6 +188,13 @@ pub struct FrameRecord {
     /// The microscope field the frame shows (1, 2, … within the session; none between fields).
     #[serde(default)]
     pub field: Option<u32>,
+    /// The model's unfamiliarity score (none for a retake, or a model without one).
+    #[serde(default)]
+    pub unfamiliarity: Option<f32>,
+    /// Why the decision is [`StoredDecision::Uncertain`] (`low_confidence`, `unfamiliar`);
+    /// none otherwise, and for frames recorded before reasons were.
+    #[serde(default)]
+    pub uncertain_reason: Option<UncertainReason>,
 }
 
 /// A recorded frame.
@@ -227,6 +234,9 @@ pub struct SessionSummary {
     pub blast_fields: u32,
     /// Good fields whose decision is uncertain.
     pub uncertain_fields: u32,
+    /// Good fields the model found unfamiliar (a part of `uncertain_fields`).
+    #[serde(default)]
+    pub unfamiliar_fields: u32,
     /// Blast fields / confident fields.
     pub blast_fraction: f64,
     /// The verdict; none when a fault cut the scan short.
@@ -254,6 +264,10 @@ pub struct SessionCounts {
     pub blast_fields: Option<u32>,
     /// Good fields whose decision is uncertain.
     pub uncertain_fields: Option<u32>,
+    /// Good fields the model found unfamiliar (none for sessions recorded before unfamiliarity
+    /// was).
+    #[serde(default)]
+    pub unfamiliar_fields: Option<u32>,
     /// Blast fields / confident fields (NaN if it was not a number; blast frames / confident
     /// frames for sessions recorded before fields were tracked).
     #[serde(deserialize_with = "serde_nan::f64")]
@@ -267,6 +281,7 @@ pub(crate) struct FrameFacts {
     pub probabilities: Vec<f32>,
     pub field: Option<u32>,
     pub tile: Option<u32>,
+    pub uncertain_reason: Option<UncertainReason>,
 }
 
 impl SessionCounts {
@@ -303,6 +318,7 @@ impl SessionCounts {
                         label: f.label.clone().unwrap_or_default(),
                         confidence: f32::NAN,
                         kind: Decision::Uncertain,
+                        reason: Some(f.uncertain_reason.unwrap_or(UncertainReason::LowConfidence)),
                     };
                     tally.add(key, &d, &[]);
                 }
@@ -319,6 +335,9 @@ impl SessionCounts {
                         label: labels[class].clone(),
                         confidence: f.probabilities.get(class).copied().unwrap_or(f32::NAN),
                         kind,
+                        // Frames recorded before reasons were: low confidence.
+                        reason: (kind == Decision::Uncertain)
+                            .then(|| f.uncertain_reason.unwrap_or(UncertainReason::LowConfidence)),
                     };
                     tally.add(key, &d, &f.probabilities);
                 }
@@ -338,6 +357,7 @@ impl SessionCounts {
             fields: tracked.then_some(fields.good),
             blast_fields: tracked.then_some(fields.blasts),
             uncertain_fields: tracked.then_some(fields.uncertain),
+            unfamiliar_fields: tracked.then_some(fields.unfamiliar),
             blast_fraction: if tracked {
                 leukoscope_screening::blast_fraction(fields.blasts, fields.confident())
             } else {

@@ -100,9 +100,9 @@ impl Store {
                 "INSERT INTO frames (session_id, seq, tile, time, origin, sha256, width, height,
                     focus, mean, p999, clipped_fraction, stained_fraction, decision,
                     retake_reason, label, confidence, probabilities, model_sha256,
-                    software_version, kept_image, field)
+                    software_version, kept_image, field, unfamiliarity, uncertain_reason)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24
                  WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND state = 'open')",
             )
             .map_err(|e| sql_error(&self.path, "record a frame", e))?;
@@ -130,6 +130,8 @@ impl Store {
                 f.software_version,
                 kept,
                 f.field,
+                f.unfamiliarity,
+                f.uncertain_reason.map(|r| r.as_str()),
             ])
             .map_err(|e| sql_error(&self.path, "record a frame", e))?;
         if n == 0 {
@@ -171,7 +173,7 @@ impl Store {
                     "UPDATE sessions SET state = 'closed', stopped = ?2, stop_reason = ?3,
                     counts = ?4, good = ?5, retakes = ?6, uncertain = ?7, blast_fraction = ?8,
                     verdict = ?9, dominant_subtype = ?10, fields = ?11, blast_fields = ?12,
-                    uncertain_fields = ?13, fault = ?14
+                    uncertain_fields = ?13, fault = ?14, unfamiliar_fields = ?15
                  WHERE id = ?1 AND state = 'open'",
                     params![
                         id,
@@ -188,6 +190,7 @@ impl Store {
                         summary.blast_fields,
                         summary.uncertain_fields,
                         summary.fault,
+                        summary.unfamiliar_fields,
                     ],
                 )
                 .map_err(|e| store.err("close a session", e))?;

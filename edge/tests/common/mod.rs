@@ -120,6 +120,19 @@ pub fn scaled(jpeg: &[u8], gain: f32) -> Vec<u8> {
 /// of up to ±5 % (exposure flicker). `red_shift` as in [`smear_jpeg`]; `noise_seed` varies the
 /// noise between holds of the same field.
 pub fn held_field(seed: u64, red_shift: i16, frames: usize, noise_seed: u64) -> Vec<Vec<u8>> {
+    held_tinted_field(seed, red_shift, 0, frames, noise_seed)
+}
+
+/// [`held_field`] with the green channel shifted by `green_shift` as well: with a large shift,
+/// a colour the familiarity model was never fitted on (an unfamiliar picture), which the tiny
+/// model still classifies confidently by its red–blue difference.
+pub fn held_tinted_field(
+    seed: u64,
+    red_shift: i16,
+    green_shift: i16,
+    frames: usize,
+    noise_seed: u64,
+) -> Vec<Vec<u8>> {
     let scene = edge::quality::synthetic_smear(324, 244, seed);
     let mut rng = leukoscope_model::seeded::SplitMix64::new(noise_seed ^ (seed << 20));
     (0..frames)
@@ -133,7 +146,7 @@ pub fn held_field(seed: u64, red_shift: i16, frames: usize, noise_seed: u64) -> 
                     let shift = match c {
                         0 => f32::from(red_shift),
                         2 => -f32::from(red_shift),
-                        _ => 0.0,
+                        _ => f32::from(green_shift),
                     };
                     let v = (f32::from(p[c]) + shift) * gain + (rng.unit() - 0.5) * 16.0;
                     *out = v.clamp(0.0, 255.0) as u8;
@@ -147,6 +160,97 @@ pub fn held_field(seed: u64, red_shift: i16, frames: usize, noise_seed: u64) -> 
             out
         })
         .collect()
+}
+
+/// The green shift that makes [`held_tinted_field`] pictures unfamiliar to
+/// [`write_familiar_model`]'s score.
+pub const UNFAMILIAR_GREEN: i16 = -70;
+
+/// The pooled features (mean normalized colour) the tiny model's graph computes for `jpeg`.
+fn pooled(jpeg: &[u8], contract: &ModelContract) -> Vec<f32> {
+    let img = image::load_from_memory(jpeg).unwrap().into_rgb8();
+    let input = leukoscope_model::preprocess::image_to_input(&img, contract).unwrap();
+    let plane = input.len() / 3;
+    (0..3)
+        .map(|c| input[c * plane..(c + 1) * plane].iter().sum::<f32>() / plane as f32)
+        .collect()
+}
+
+/// [`write_model_with`] (with a contract) plus an unfamiliarity score in the graph, fitted on
+/// [`held_field`] frames of both colour families (red shift +20 and −20, the first label and
+/// the second): such pictures are familiar, [`held_tinted_field`] ones with
+/// [`UNFAMILIAR_GREEN`] are not. The threshold is twice the largest score of the fitted
+/// frames. Returns the threshold.
+pub fn write_familiar_model(path: &Path, labels: [&str; 2], gain: f32) -> f32 {
+    use leukoscope_model::familiarity::{MahalanobisFit, Unfamiliarity, pooled_features};
+    let mut contract = ModelContract::new(labels.map(String::from).to_vec(), 8);
+    contract.mean = [0.5; 3];
+    contract.std = [0.5; 3];
+    let (mut features, mut classes) = (Vec::new(), Vec::new());
+    for seed in 0..12u64 {
+        for (class, shift) in [(0, 20), (1, -20)] {
+            for jpeg in held_field(500 + seed, shift, 3, seed) {
+                features.push(pooled(&jpeg, &contract));
+                classes.push(class);
+            }
+        }
+    }
+    let fit = MahalanobisFit::fit(&features, &classes, 2, 0.1).unwrap();
+    let largest = features.iter().map(|f| fit.score(f)).fold(0.0f32, f32::max);
+    let threshold = 2.0 * largest;
+    let unfamiliar = pooled(
+        &held_tinted_field(9, 20, UNFAMILIAR_GREEN, 1, 0)[0],
+        &contract,
+    );
+    assert!(
+        fit.score(&unfamiliar) > 2.0 * threshold,
+        "the tinted picture must be clearly unfamiliar: {} vs {threshold}",
+        fit.score(&unfamiliar)
+    );
+
+    let mut g = GraphBuilder::new();
+    let pooled = g.node("GlobalAveragePool", &["image"], vec![], None);
+    let flat = g.flatten(&pooled);
+    let w = vec![gain, -gain, 0.0, 0.0, -gain, gain];
+    let logits = g.linear(&flat, (3, 2, w), vec![0.0, 0.0], Some("logits"));
+    g.node(
+        "Softmax",
+        &[&logits],
+        vec![attr_int("axis", 1)],
+        Some("probabilities"),
+    );
+    contract.unfamiliarity = Some(Unfamiliarity {
+        output: leukoscope_model::familiarity::OUTPUT.into(),
+        method: "mahalanobis".into(),
+        features: String::new(),
+        dims: 3,
+        threshold,
+        validation_rejected: 0.0,
+        shrinkage: 0.1,
+    });
+    let mut model = g.finish(
+        value_info("image", &[None, Some(3), Some(8), Some(8)]),
+        vec![value_info("probabilities", &[None, Some(2)])],
+        vec![],
+        "edge-tests",
+    );
+    let graph = model.graph.as_mut().unwrap();
+    let features = pooled_features(graph).expect("the pooled features");
+    fit.append_to_graph(graph, &features).unwrap();
+    if let Some(u) = contract.unfamiliarity.as_mut() {
+        u.features = features;
+    }
+    // The metadata entries as the builder writes them (the contract now names the features).
+    model.metadata_props = GraphBuilder::new()
+        .finish(
+            value_info("image", &[None]),
+            vec![],
+            contract.to_metadata(),
+            "edge-tests",
+        )
+        .metadata_props;
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+    threshold
 }
 
 /// The tiny model ([`write_model_with`], gain 60) with an input of `size` px and, when given,

@@ -396,6 +396,7 @@ mod tests {
             confidence: 0.5,
             decision: Decision::Uncertain,
             time: Timestamp(0),
+            unfamiliar: false,
             tile: None,
         };
         assert_eq!(line.send_last(&[result]).unwrap(), 1);

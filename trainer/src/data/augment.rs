@@ -175,7 +175,7 @@ pub fn augment(img: &RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> RgbIm
     }
     if cfg.jpeg > 0.0 && rng.random::<f32>() < cfg.jpeg {
         let quality = rng.random_range(JPEG_QUALITY);
-        out = jpeg(&out, quality);
+        out = leukoscope_model::shift::jpeg_round_trip(&out, quality);
     }
     out
 }
@@ -239,22 +239,6 @@ fn low_resolution(img: &RgbImage, factor: f32) -> RgbImage {
     let small_h = ((h as f32 / factor).round() as u32).max(1);
     let small = resize(img, small_w, small_h, FilterType::Triangle);
     resize(&small, w, h, FilterType::Triangle)
-}
-
-/// The picture after a JPEG encode and decode at `quality`.
-fn jpeg(img: &RgbImage, quality: u8) -> RgbImage {
-    let mut bytes = Vec::new();
-    let encoded =
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality).encode_image(img);
-    match encoded
-        .ok()
-        .and_then(|()| image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).ok())
-    {
-        Some(decoded) => decoded.to_rgb8(),
-        // An in-memory encode of a valid RGB picture does not fail; if it ever did, the
-        // picture is used without the compression rather than losing the sample.
-        None => img.clone(),
-    }
 }
 
 /// Rotation, shear, zoom, shift and flips as one affine map about the centre, sampled
@@ -530,7 +514,7 @@ mod tests {
             (64..=192).contains(&mid),
             "a checkerboard shrunk 2× is grey, got {mid}"
         );
-        let j = jpeg(&img, 25);
+        let j = leukoscope_model::shift::jpeg_round_trip(&img, 25);
         assert_eq!(j.dimensions(), (64, 64));
         assert_ne!(j, img);
     }

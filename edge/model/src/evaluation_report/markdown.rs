@@ -283,6 +283,31 @@ fn screening_sections(s: &mut String, f: &ScreeningFigures) {
             interval(&c.abstention)
         );
     }
+    if let Some(rejected) = &op.unfamiliar {
+        let _ = writeln!(
+            s,
+            "\n**Rejected as unfamiliar** (the model's unfamiliarity score above the threshold in \
+             its contract: decided uncertain, counted in the abstentions above): {}.\n",
+            with_interval(rejected)
+        );
+        let _ = writeln!(
+            s,
+            "| True class | Pictures | Rejected as unfamiliar | Share | 95 % interval |\n\
+             |---|---:|---:|---:|---|"
+        );
+        for c in &op.per_class {
+            let share = Proportion::new(c.rejected_unfamiliar, c.pictures);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                cell(&c.label),
+                c.pictures,
+                c.rejected_unfamiliar,
+                value(&share),
+                interval(&share)
+            );
+        }
+    }
 
     let cal = &f.calibration;
     let _ = writeln!(s, "\n## Calibration\n");
@@ -381,6 +406,18 @@ fn screening_sections(s: &mut String, f: &ScreeningFigures) {
             "- **Slide sensitivity** at blast share {b:.2} (blast slides referred): {}.",
             with_interval(sens)
         );
+    }
+    for o in sim.benign.iter().chain(&sim.blast) {
+        if let Some(unfamiliar) = &o.unfamiliar {
+            let _ = writeln!(
+                s,
+                "- {} slides called **unfamiliar** (more than {} of the good fields unfamiliar; \
+                 checked after refer, before uncertain): {}.",
+                cell(&o.name),
+                r.max_unfamiliar_fraction,
+                with_interval(unfamiliar)
+            );
+        }
     }
     for m in &sim.missing {
         let _ = writeln!(s, "- Not simulated: {m}.");

@@ -244,22 +244,7 @@ impl FieldCutter {
     /// The frame resampled to the model's pixel size.
     pub fn resample(&mut self, img: &RgbImage) -> RgbImage {
         let (w, h) = self.framing.resampled_size(img.width(), img.height());
-        if (w, h) == img.dimensions() || img.width() == 0 || img.height() == 0 {
-            return img.clone();
-        }
-        let (fx, fy) = self.framing.factors();
-        let alg = if fx < 1.0 && fy < 1.0 {
-            ResizeAlg::Convolution(FilterType::Box)
-        } else {
-            ResizeAlg::Convolution(FilterType::Bilinear)
-        };
-        let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-            .expect("an RgbImage buffer holds width × height × 3 bytes");
-        let mut dst = Image::new(w, h, PixelType::U8x3);
-        self.resizer
-            .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
-            .expect("source and destination are both U8x3 with non-zero sides");
-        RgbImage::from_raw(w, h, dst.into_vec()).expect("the resized buffer has its size")
+        resample_with(&mut self.resizer, img, w, h)
     }
 
     /// The frame's fields, row by row from the top left (see the module documentation).
@@ -303,6 +288,33 @@ impl FieldCutter {
         }
         out
     }
+}
+
+/// `img` resampled to `w` × `h` as a camera with other pixels would see it: an area filter when
+/// both sides shrink, bilinear otherwise. A picture already of that size, or empty, is returned
+/// as it is.
+pub fn resample(img: &RgbImage, w: u32, h: u32) -> RgbImage {
+    resample_with(&mut Resizer::new(), img, w, h)
+}
+
+/// [`resample`] with a resizer kept between calls.
+fn resample_with(resizer: &mut Resizer, img: &RgbImage, w: u32, h: u32) -> RgbImage {
+    let (w, h) = (w.max(1), h.max(1));
+    if (w, h) == img.dimensions() || img.width() == 0 || img.height() == 0 {
+        return img.clone();
+    }
+    let alg = if w < img.width() && h < img.height() {
+        ResizeAlg::Convolution(FilterType::Box)
+    } else {
+        ResizeAlg::Convolution(FilterType::Bilinear)
+    };
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage buffer holds width × height × 3 bytes");
+    let mut dst = Image::new(w, h, PixelType::U8x3);
+    resizer
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+        .expect("source and destination are both U8x3 with non-zero sides");
+    RgbImage::from_raw(w, h, dst.into_vec()).expect("the resized buffer has its size")
 }
 
 /// A smear's background colour: the mean of the brightest quarter of its pixels by luma.

@@ -200,6 +200,7 @@ mod tests {
             confidence: 0.9744,
             decision: Decision::Normal,
             time: T,
+            unfamiliar: false,
             tile: None,
         }
     }
@@ -212,6 +213,7 @@ mod tests {
             good: 110,
             retakes: 10,
             fields: 30,
+            unfamiliar: 0,
             reason: None,
             counts: vec![("Blast".into(), 12), ("band neutrophil".into(), 98)],
             blast_fraction: 4.0 / 30.0,
@@ -226,6 +228,7 @@ mod tests {
             good: 7,
             retakes: 0,
             fields: 2,
+            unfamiliar: 0,
             reason: Some("disk full".into()),
             counts: vec![("Blast".into(), 1), ("band neutrophil".into(), 6)],
             blast_fraction: 1.0 / 7.0,
@@ -390,6 +393,52 @@ mod tests {
         }
         assert!(e.to_line(LineFormat::Text).ends_with(" tile=2"));
         assert!(e.to_line(LineFormat::Json).ends_with(r#","tile":2}"#));
+    }
+
+    #[test]
+    fn unfamiliar_frames_and_slides_carry_their_words() {
+        let mut e = result();
+        if let Event::Result {
+            decision,
+            unfamiliar,
+            tile,
+            ..
+        } = &mut e
+        {
+            *decision = Decision::Uncertain;
+            *unfamiliar = true;
+            *tile = Some(1);
+        }
+        assert_eq!(
+            e.to_line(LineFormat::Text),
+            "RESULT frame=37 slide=S-0012 label=lymphocyte confidence=0.974 decision=uncertain time=2025-01-02T03:04:05.678Z reason=unfamiliar tile=1"
+        );
+        assert!(
+            e.to_line(LineFormat::Json)
+                .ends_with(r#""decision":"uncertain","time":"2025-01-02T03:04:05.678Z","reason":"unfamiliar","tile":1}"#)
+        );
+        let slide = Event::Slide(SlideSummary {
+            slide: "S-0014".into(),
+            verdict: Verdict::Unfamiliar,
+            frames: 40,
+            good: 40,
+            retakes: 0,
+            fields: 12,
+            unfamiliar: 9,
+            reason: None,
+            counts: vec![("Blast".into(), 0), ("band neutrophil".into(), 3)],
+            blast_fraction: 0.0,
+        });
+        assert_eq!(
+            slide.to_line(LineFormat::Text),
+            "SLIDE slide=S-0014 verdict=unfamiliar frames=40 good=40 retakes=0 fields=12 unfamiliar=9 count_blast=0 count_band_neutrophil=3 blast_fraction=0.0000 note=\"screening aid\""
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&slide.to_line(LineFormat::Json)).unwrap();
+        assert_eq!(
+            (&json["verdict"], &json["unfamiliar"]),
+            (&serde_json::json!("unfamiliar"), &serde_json::json!(9))
+        );
     }
 
     #[test]

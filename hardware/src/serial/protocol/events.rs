@@ -52,6 +52,10 @@ impl fmt::Display for Timestamp {
 /// What the device made of one classified frame: the screening rule's own type.
 pub use leukoscope_screening::Decision;
 
+/// Why a frame's decision is uncertain: the screening rule's own type (a `RESULT` carries
+/// `reason=unfamiliar`).
+pub use leukoscope_screening::UncertainReason;
+
 /// The summary of a screened slide (the `SLIDE` event).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlideSummary {
@@ -68,6 +72,9 @@ pub struct SlideSummary {
     /// Good fields: fields of the slide with a frame that passed the quality gate (what the
     /// verdict counts).
     pub fields: u32,
+    /// Good fields the model found unfamiliar (uncertain, never counted; sent as `unfamiliar`
+    /// only when there are any).
+    pub unfamiliar: u32,
     /// Why there is no verdict, for [`Verdict::Incomplete`] (the fault that cut the scan short).
     pub reason: Option<String>,
     /// Frames counted per class (confident frames), in class order.
@@ -93,6 +100,9 @@ pub enum Event {
         decision: Decision,
         /// When.
         time: Timestamp,
+        /// The model found the frame unfamiliar (`decision` is then `uncertain`): sent as
+        /// `reason=unfamiliar`, only for such frames.
+        unfamiliar: bool,
         /// The tile of the frame, when frames are tiled (the field is sent only then).
         tile: Option<u32>,
     },
@@ -267,18 +277,22 @@ impl Event {
                 confidence,
                 decision,
                 time,
+                unfamiliar,
                 tile,
-            } => with_tile(
-                vec![
+            } => {
+                let mut v = vec![
                     f("frame", (*frame).into()),
                     f("slide", slide.as_ref().into()),
                     f("label", label.as_str().into()),
                     f("confidence", Value::Fixed(f64::from(*confidence), 3)),
                     f("decision", decision.as_str().into()),
                     f("time", time.to_string().into()),
-                ],
-                *tile,
-            ),
+                ];
+                if *unfamiliar {
+                    v.push(f("reason", UncertainReason::Unfamiliar.as_str().into()));
+                }
+                with_tile(v, *tile)
+            }
             Event::Retake {
                 frame,
                 reason,
@@ -301,6 +315,9 @@ impl Event {
                     f("retakes", s.retakes.into()),
                     f("fields", s.fields.into()),
                 ];
+                if s.unfamiliar > 0 {
+                    v.push(f("unfamiliar", s.unfamiliar.into()));
+                }
                 v.extend(
                     s.counts
                         .iter()

@@ -19,9 +19,9 @@
 //!
 //! | event | fields | meaning |
 //! | --- | --- | --- |
-//! | `RESULT` | `frame slide label confidence decision time` | a frame was classified; `confidence` 0..1 with 3 decimals; `decision` is `normal`, `blast` or `uncertain` |
+//! | `RESULT` | `frame slide label confidence decision time [reason] [tile]` | a frame was classified; `confidence` 0..1 with 3 decimals; `decision` is `normal`, `blast` or `uncertain`; `reason=unfamiliar` only for a frame the model found unfamiliar (then `decision=uncertain`: the model was not validated for such pictures); `tile` only when frames are tiled |
 //! | `RETAKE` | `frame reason time` | a frame was rejected; `reason` is `focus`, `exposure` or `empty` |
-//! | `SLIDE` | `slide verdict frames good retakes fields count_<class>… blast_fraction [reason] note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer`, `insufficient` or `incomplete` (the scan was cut short by a fault: no verdict, `reason` says which fault); `frames`, `good`, `retakes` count frames, `fields` the good fields (what the verdict counts); one `count_<class>` per class (confident frames; class lower-cased, other characters `_`); `blast_fraction` (blast fields / confident fields) 0..1 with 4 decimals; `note` is always `"screening aid"` |
+//! | `SLIDE` | `slide verdict frames good retakes fields [unfamiliar] count_<class>… blast_fraction [reason] note` | slide summary; `verdict` is `no_blasts`, `uncertain`, `refer`, `insufficient`, `incomplete` (the scan was cut short by a fault: no verdict, `reason` says which fault) or `unfamiliar` (most good fields were unfamiliar to the model: not validated for these pictures); `frames`, `good`, `retakes` count frames, `fields` the good fields (what the verdict counts), `unfamiliar` (only when there are any) the good fields the model found unfamiliar; one `count_<class>` per class (confident frames; class lower-cased, other characters `_`); `blast_fraction` (blast fields / confident fields) 0..1 with 4 decimals; `note` is always `"screening aid"` |
 //! | `STATUS` | `state slide frames model uptime` | `state` is `starting`, `idle`, `screening` or `fault`; `uptime` in seconds |
 //! | `ERROR` | `code message` | `code` is `camera_lost`, `disk_full`, `outbox_full` (the fleet outbox is full of unsent results), `model_refused` or `internal` |
 //! | `SELFTEST` | `check ok detail` | one self-test result; `ok` is `true` or `false` |
@@ -67,4 +67,4 @@ pub use commands::{
     Command, CommandError, HELP_TEXT, MAX_LAST, MAX_LINE, MAX_SLIDE_ID, SlideId, parse_command,
 };
 pub use encoding::LineFormat;
-pub use events::{Decision, Event, SlideSummary, Timestamp};
+pub use events::{Decision, Event, SlideSummary, Timestamp, UncertainReason};

@@ -69,6 +69,15 @@ struct UncertaintyArgs {
     /// The features tensor (default: the output of the last Flatten, the pooled features).
     #[arg(long)]
     features: Option<String>,
+    /// Also fit the score on N copies of each training picture changed by `trainer fit`'s
+    /// default augmentation (lamp colour, stain, JPEG, resolution, magnification,
+    /// orientation), so what the model was trained to handle counts as familiar. The threshold
+    /// still comes from the unchanged validation split.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    augmented_copies: usize,
+    /// Seed of the augmented copies.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -454,6 +463,8 @@ fn run(cli: Cli) -> Result<()> {
                 out: &a.out,
                 shrinkage: a.shrinkage,
                 features: a.features,
+                augmented_copies: a.augmented_copies,
+                seed: a.seed,
             })?;
             println!(
                 "features {} ({} dims), {} training and {} validation pictures",

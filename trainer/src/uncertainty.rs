@@ -3,7 +3,10 @@
 //!
 //! The features of the training split give the class means and the shared covariance; the
 //! validation split gives the temperature and the threshold (at most 1 % of its pictures
-//! rejected). The test split is not read. Runs in tract on the exported f32 file, so it needs no
+//! rejected). The test split is not read. With augmented copies, the training features also
+//! hold each training picture as `trainer fit`'s default augmentation changes it (lamp colour,
+//! stain, JPEG, resolution, magnification, orientation): what the model learned to handle
+//! counts as familiar, and the threshold still comes from the unchanged validation split. Runs in tract on the exported f32 file, so it needs no
 //! training backend and works on any leukoscope f32 ONNX file with its manifest.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use leukoscope_model::familiarity::{
 use leukoscope_model::onnx::OnnxFile;
 use leukoscope_model::preprocess::{Preprocessor, decode_image};
 use prost::Message;
+use rand::SeedableRng;
 use serde::Serialize;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -39,6 +43,10 @@ pub struct UncertaintyRequest<'a> {
     pub shrinkage: f64,
     /// The features tensor; `None`: the pooled features ([`pooled_features`]).
     pub features: Option<String>,
+    /// Augmented copies of each training picture added to the fit (0: the pictures only).
+    pub augmented_copies: usize,
+    /// Seed of those copies' augmentation.
+    pub seed: u64,
 }
 
 /// What was fitted and measured (written beside the model as `<out>.uncertainty.json`).
@@ -52,6 +60,8 @@ pub struct UncertaintyReport {
     pub dims: usize,
     /// Training pictures the score was fitted on.
     pub train_pictures: usize,
+    /// Augmented copies of each training picture in the fit.
+    pub augmented_copies: usize,
     /// Validation pictures the temperature and threshold were set on.
     pub validation_pictures: usize,
     /// The fitted temperature.
@@ -80,12 +90,20 @@ struct SplitOutputs {
     classes: Vec<usize>,
 }
 
+/// How many augmented copies of each picture [`run_split`] adds, and their seed.
+#[derive(Clone, Copy)]
+struct Copies {
+    count: usize,
+    seed: u64,
+}
+
 fn run_split(
     file: &OnnxFile,
     plan: &std::sync::Arc<TypedRunnableModel>,
     data: &Path,
     manifest: &Path,
     split: &str,
+    copies: Copies,
 ) -> Result<SplitOutputs> {
     let contract = file.contract();
     let selection = Selection {
@@ -100,30 +118,41 @@ fn run_split(
         contract.input_height as usize,
         contract.input_width as usize,
     ];
-    let bar = progress::bar(files.len() as u64, split);
+    let bar = progress::bar((files.len() * (1 + copies.count)) as u64, split);
+    let augmentation = crate::data::augment::AugmentConfig::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(copies.seed);
     let mut out = SplitOutputs {
         features: Vec::new(),
         logits: Vec::new(),
         classes: Vec::new(),
     };
     for (path, class) in &files {
-        let img = decode_image(path)?;
-        pre.run_into(&img, &mut input)?;
-        let x = Tensor::from_shape(&shape, &input)?;
-        let result = plan
-            .run(tvec!(x.into()))
-            .with_context(|| format!("{}: inference failed", path.display()))?;
-        let values = |i: usize| -> Result<Vec<f32>> {
-            Ok(result[i]
-                .to_plain_array_view::<f32>()?
-                .iter()
-                .copied()
-                .collect())
-        };
-        out.features.push(values(0)?);
-        out.logits.push(values(1)?);
-        out.classes.push(*class);
-        bar.inc(1);
+        let original = decode_image(path)?;
+        for copy in 0..=copies.count {
+            // The augmentation works on the picture at the model's input size, as in training.
+            let img = if copy == 0 {
+                original.clone()
+            } else {
+                let framed = pre.fit(&original)?;
+                crate::data::augment::augment(&framed, &augmentation, &mut rng)
+            };
+            pre.run_into(&img, &mut input)?;
+            let x = Tensor::from_shape(&shape, &input)?;
+            let result = plan
+                .run(tvec!(x.into()))
+                .with_context(|| format!("{}: inference failed", path.display()))?;
+            let values = |i: usize| -> Result<Vec<f32>> {
+                Ok(result[i]
+                    .to_plain_array_view::<f32>()?
+                    .iter()
+                    .copied()
+                    .collect())
+            };
+            out.features.push(values(0)?);
+            out.logits.push(values(1)?);
+            out.classes.push(*class);
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
     Ok(out)
@@ -195,8 +224,13 @@ pub fn run(req: &UncertaintyRequest<'_>) -> Result<UncertaintyReport> {
             )
         })?;
     let plan = file.plan(&[features.as_str(), logits.as_str()])?;
-    let train = run_split(&file, &plan, req.data, req.manifest, "train")?;
-    let val = run_split(&file, &plan, req.data, req.manifest, "val")?;
+    let copies = Copies {
+        count: req.augmented_copies,
+        seed: req.seed,
+    };
+    let train = run_split(&file, &plan, req.data, req.manifest, "train", copies)?;
+    let unchanged = Copies { count: 0, seed: 0 };
+    let val = run_split(&file, &plan, req.data, req.manifest, "val", unchanged)?;
 
     let k = contract.num_classes();
     let fit = MahalanobisFit::fit(&train.features, &train.classes, k, req.shrinkage)?;
@@ -278,7 +312,8 @@ pub fn run(req: &UncertaintyRequest<'_>) -> Result<UncertaintyReport> {
         model: req.model.to_path_buf(),
         features,
         dims: fit.dims(),
-        train_pictures: train.classes.len(),
+        train_pictures: train.classes.len() / (1 + req.augmented_copies),
+        augmented_copies: req.augmented_copies,
         validation_pictures: val.classes.len(),
         temperature,
         validation_nll: [

@@ -135,3 +135,46 @@ fn the_written_model_scores_unfamiliar_pictures_and_carries_its_temperature() {
     );
     assert!(!again.exists());
 }
+
+#[test]
+fn augmented_copies_join_the_fit_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_dataset(&data, 3, 24, 16, 9);
+    let model = dir.path().join("f32.onnx");
+    let split = dir.path().join("manifest.csv");
+    tiny_model(&model);
+    manifest(&data, &split);
+    let fit = |name: &str, copies: &str| {
+        let out = dir.path().join(name);
+        let o = trainer(&[
+            "uncertainty",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--manifest",
+            split.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--augmented-copies",
+            copies,
+            "--seed",
+            "3",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{name}.uncertainty.json"))).unwrap(),
+        )
+        .unwrap();
+        (std::fs::read(&out).unwrap(), report)
+    };
+    let (plain, plain_report) = fit("plain.onnx", "0");
+    let (a, report) = fit("a.onnx", "2");
+    let (b, _) = fit("b.onnx", "2");
+    assert_eq!(a, b, "the same seed gives the same file");
+    assert_ne!(a, plain, "the copies change the fit");
+    assert_eq!(report["augmented_copies"], 2);
+    assert_eq!(report["train_pictures"], plain_report["train_pictures"]);
+    assert_eq!(report["validation_pictures"], 18);
+}

@@ -86,7 +86,10 @@ struct Cli {
     /// quantization noise goes float first).
     #[arg(long, requires = "validation")]
     auto: bool,
-    /// Labeled validation pictures for `--auto`.
+    /// Validation pictures: `--auto` keeps layers float against them (labeled), and a model
+    /// with an unfamiliarity score gets its int8 threshold set on them (the int8 features move
+    /// the score; the f32 rule: at most 1 % of them above it). Without it the f32 threshold is
+    /// kept.
     #[arg(long)]
     validation: Option<PathBuf>,
     /// Accuracy drop allowed by `--auto`, in percentage points.
@@ -169,6 +172,10 @@ fn main() -> anyhow::Result<()> {
             )
         }),
         bench_runs: cli.bench_runs,
+        threshold_pictures: cli
+            .validation
+            .as_ref()
+            .map(|d| source(d, &cli.validation_split)),
     };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg:32} {bar:30} {pos}/{len} [{elapsed}]")

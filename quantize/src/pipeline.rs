@@ -9,11 +9,15 @@ use tract_onnx::pb;
 use crate::QuantizeError;
 use crate::calibrate::{ImageSet, ImageSource, activation_tensors, collect};
 use crate::ranges::{ActivationType, Method, Range};
-use crate::report::{EvaluationSummary, Latency, LayerSqnr, Recipe, Report, Scores};
+use crate::report::{
+    EvaluationSummary, Latency, LayerSqnr, Recipe, Report, Scores, ThresholdRefit,
+};
 use crate::rewrite::{Depthwise, Layer, LayerKind, RewriteOptions, rewrite};
 use crate::sqnr::{Comparison, compare};
-use leukoscope_model::contract::metadata_keys::QUANTIZATION as RECIPE_KEY;
-use leukoscope_model::onnx::OnnxFile;
+use leukoscope_model::classifier::OnnxClassifier;
+use leukoscope_model::contract::metadata_keys::{self, QUANTIZATION as RECIPE_KEY};
+use leukoscope_model::familiarity::{Unfamiliarity, VALIDATION_REJECTION, threshold_for};
+use leukoscope_model::onnx::{ModelError, OnnxFile};
 
 /// Where long steps report progress (a progress bar in the CLI, nothing in tests).
 pub trait Progress {
@@ -54,6 +58,9 @@ pub struct Options {
     pub auto: Option<(ImageSource, f64)>,
     /// Timed runs per model for the latency comparison (0: no latency measurement).
     pub bench_runs: usize,
+    /// Pictures on which a model with an unfamiliarity score gets its int8 threshold (the f32
+    /// rule: at most 1 % of them above it); `None` keeps the f32 model's threshold.
+    pub threshold_pictures: Option<ImageSource>,
 }
 
 fn describe(src: &ImageSource) -> String {
@@ -269,6 +276,21 @@ pub fn run(
         }
     }
 
+    let unfamiliarity = match (&contract.unfamiliarity, &opts.threshold_pictures) {
+        (Some(u), Some(src)) => {
+            let set = ImageSet::list(src, &contract)?;
+            progress.begin(
+                "setting the int8 unfamiliarity threshold",
+                set.files.len() as u64,
+            );
+            let inputs = set.inputs(&contract, &|| progress.tick())?;
+            let (refit, refitted) = refit_threshold(out, &bytes, u, &inputs, describe(src))?;
+            bytes = refitted;
+            Some(refit)
+        }
+        _ => None,
+    };
+
     write_atomically(out, &bytes)?;
 
     let (eval_src, eval_set) = match &opts.evaluation {
@@ -328,6 +350,7 @@ pub fn run(
         latency_f32,
         latency_int8,
         auto_steps,
+        unfamiliarity,
     };
     report.write_json(&Report::path_for(out))?;
     Ok(report)
@@ -350,6 +373,65 @@ pub fn latency(path: &Path, runs: usize) -> Result<Latency, QuantizeError> {
         runs,
         profile: crate::profile::profile_path(path, runs.min(20))?,
     })
+}
+
+/// The int8 model's own unfamiliarity threshold: its scores on `inputs` (the quantized features
+/// move them), the f32 rule applied ([`VALIDATION_REJECTION`]), written into the contract in
+/// `bytes`. Returns what was done and the new bytes.
+fn refit_threshold(
+    out: &Path,
+    bytes: &[u8],
+    f32_score: &Unfamiliarity,
+    inputs: &[Vec<f32>],
+    source: String,
+) -> Result<(ThresholdRefit, Vec<u8>), QuantizeError> {
+    let model = OnnxClassifier::from_bytes(out, bytes, &Default::default())?;
+    let scores = inputs
+        .iter()
+        .map(|x| {
+            model.predict(x).map(|p| p.unfamiliarity).and_then(|u| {
+                u.ok_or_else(|| ModelError::Engine {
+                    path: out.to_path_buf(),
+                    reason: "the int8 model gives no unfamiliarity score".into(),
+                })
+            })
+        })
+        .collect::<Result<Vec<f32>, ModelError>>()?;
+    let threshold =
+        threshold_for(&scores, VALIDATION_REJECTION).ok_or_else(|| QuantizeError::Data {
+            path: PathBuf::from(&source),
+            reason: "no pictures to set the unfamiliarity threshold on".into(),
+        })?;
+    let share_above = |t: f32| {
+        scores.iter().filter(|&&s| !s.is_finite() || s > t).count() as f32 / scores.len() as f32
+    };
+    let mut contract = model.contract().clone();
+    let mut score = f32_score.clone();
+    score.threshold = threshold;
+    score.validation_rejected = share_above(threshold);
+    contract.unfamiliarity = Some(score);
+    let mut proto = pb::ModelProto::decode(bytes).map_err(|e| QuantizeError::NotOnnx {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let key = metadata_keys::UNFAMILIARITY;
+    proto.metadata_props.retain(|e| e.key != key);
+    proto.metadata_props.extend(
+        contract
+            .to_metadata()
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(key, value)| pb::StringStringEntryProto { key, value }),
+    );
+    let refit = ThresholdRefit {
+        source,
+        pictures: scores.len(),
+        f32_threshold: f32_score.threshold,
+        int8_rejected_at_f32_threshold: share_above(f32_score.threshold),
+        int8_threshold: threshold,
+        int8_rejected: share_above(threshold),
+    };
+    Ok((refit, proto.encode_to_vec()))
 }
 
 fn file_len(p: &Path) -> Result<u64, QuantizeError> {

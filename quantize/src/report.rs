@@ -111,6 +111,26 @@ pub struct Report {
     pub latency_int8: Option<Latency>,
     /// What `--auto` tried: one line per step.
     pub auto_steps: Vec<String>,
+    /// The int8 model's own unfamiliarity threshold (`--validation`, a model with a score).
+    #[serde(default)]
+    pub unfamiliarity: Option<ThresholdRefit>,
+}
+
+/// The unfamiliarity threshold set again on the int8 model's own scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdRefit {
+    /// The pictures it was set on.
+    pub source: String,
+    /// How many.
+    pub pictures: usize,
+    /// The f32 model's threshold.
+    pub f32_threshold: f32,
+    /// Share of the pictures the int8 model rejects at the f32 threshold.
+    pub int8_rejected_at_f32_threshold: f32,
+    /// The threshold written into the int8 model.
+    pub int8_threshold: f32,
+    /// Share it rejects.
+    pub int8_rejected: f32,
 }
 
 impl Report {
@@ -175,6 +195,18 @@ impl Report {
                     .collect();
                 let _ = writeln!(s, "          {name:<4} time by op: {}", top.join(", "));
             }
+        }
+        if let Some(u) = &self.unfamiliarity {
+            let _ = writeln!(
+                s,
+                "unfamiliarity threshold f32 {:.3} (int8 rejects {:.2} % of {} pictures at it) → int8 {:.3} ({:.2} %), set on {}",
+                u.f32_threshold,
+                100.0 * u.int8_rejected_at_f32_threshold,
+                u.pictures,
+                u.int8_threshold,
+                100.0 * u.int8_rejected,
+                u.source
+            );
         }
         for step in &self.auto_steps {
             let _ = writeln!(s, "auto      {step}");

@@ -30,6 +30,7 @@ fn variant(name: &str, activations: ActivationType, depthwise: Depthwise, method
         evaluation: None,
         auto: None,
         bench_runs: 0,
+        threshold_pictures: None,
     };
     run(&f32_path, &out, &opts, &Silent).unwrap();
     let model = OnnxClassifier::load(&out, &Default::default()).unwrap();

@@ -29,6 +29,7 @@ fn options(calibration: &Path) -> Options {
         evaluation: None,
         auto: None,
         bench_runs: 0,
+        threshold_pictures: None,
     }
 }
 
@@ -413,4 +414,34 @@ fn the_unfamiliarity_score_and_the_temperature_stay_f32_and_agree() {
         ga > max_a && gb > max_b,
         "green {ga} / {gb}, familiar max {max_a} / {max_b}"
     );
+
+    // With validation pictures the int8 file gets its own threshold, set on its own scores.
+    let refitted = d.path().join("m-int8-own.onnx");
+    let mut opts = options(&cal);
+    opts.threshold_pictures = Some(ImageSource {
+        dir: cal.clone(),
+        manifest: None,
+    });
+    let report = run(&f32_path, &refitted, &opts, &Silent).unwrap();
+    let own = OnnxClassifier::load(&refitted, &Default::default()).unwrap();
+    let u = own.contract().unfamiliarity.clone().unwrap();
+    let scores: Vec<f32> = pictures
+        .iter()
+        .map(|(p, _)| {
+            let x = image_to_input(&decode_image(p).unwrap(), &contract()).unwrap();
+            own.predict(&x).unwrap().unfamiliarity.unwrap()
+        })
+        .collect();
+    let expected = leukoscope_model::familiarity::threshold_for(&scores, 0.01).unwrap();
+    assert_eq!(u.threshold, expected);
+    assert!(
+        u.threshold != 10.0 && u.validation_rejected <= 0.01,
+        "{u:?}"
+    );
+    let r = report
+        .unfamiliarity
+        .expect("the report says what was refitted");
+    assert_eq!((r.f32_threshold, r.int8_threshold), (10.0, expected));
+    assert_eq!(r.pictures, pictures.len());
+    assert!(u.is_unfamiliar(own.predict(&x).unwrap().unfamiliarity.unwrap()));
 }

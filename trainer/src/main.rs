@@ -69,10 +69,11 @@ struct UncertaintyArgs {
     /// The features tensor (default: the output of the last Flatten, the pooled features).
     #[arg(long)]
     features: Option<String>,
-    /// Also fit the score on N copies of each training picture changed by `trainer fit`'s
-    /// default augmentation (lamp colour, stain, JPEG, resolution, magnification,
-    /// orientation), so what the model was trained to handle counts as familiar. The threshold
-    /// still comes from the unchanged validation split.
+    /// Also fit the score on N copies of each training picture as another lamp, white balance,
+    /// stain batch or JPEG setting shows it (`trainer fit`'s colour, HED and JPEG augmentation;
+    /// no geometry or scale), so acquisition colour the model handles counts as familiar while
+    /// another magnification stays unfamiliar. The threshold still comes from the unchanged
+    /// validation split.
     #[arg(long, default_value_t = 0, value_name = "N")]
     augmented_copies: usize,
     /// Seed of the augmented copies.

@@ -4,9 +4,10 @@
 //! The features of the training split give the class means and the shared covariance; the
 //! validation split gives the temperature and the threshold (at most 1 % of its pictures
 //! rejected). The test split is not read. With augmented copies, the training features also
-//! hold each training picture as `trainer fit`'s default augmentation changes it (lamp colour,
-//! stain, JPEG, resolution, magnification, orientation): what the model learned to handle
-//! counts as familiar, and the threshold still comes from the unchanged validation split. Runs in tract on the exported f32 file, so it needs no
+//! hold each training picture as another lamp, white balance, stain batch or JPEG setting
+//! would show it ([`AugmentConfig::photometric`]): acquisition colour the model learned to
+//! handle counts as familiar, while another magnification stays unfamiliar. The threshold still
+//! comes from the unchanged validation split. Runs in tract on the exported f32 file, so it needs no
 //! training backend and works on any leukoscope f32 ONNX file with its manifest.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use serde::Serialize;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use crate::data::augment::AugmentConfig;
 use crate::progress;
 
 /// What `trainer uncertainty` is asked to do.
@@ -119,7 +121,7 @@ fn run_split(
         contract.input_width as usize,
     ];
     let bar = progress::bar((files.len() * (1 + copies.count)) as u64, split);
-    let augmentation = crate::data::augment::AugmentConfig::default();
+    let augmentation = AugmentConfig::photometric();
     let mut rng = rand::rngs::StdRng::seed_from_u64(copies.seed);
     let mut out = SplitOutputs {
         features: Vec::new(),

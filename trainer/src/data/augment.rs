@@ -130,6 +130,25 @@ impl AugmentConfig {
         }
     }
 
+    /// The default's acquisition steps only — lamp colour and white balance (gain, shift,
+    /// brightness, contrast, saturation, hue), stain (HED) and JPEG — without geometry, scale,
+    /// resolution or the corner erase: what another lamp, camera setting or stain batch does to
+    /// a picture, not another magnification.
+    pub fn photometric() -> Self {
+        let d = AugmentConfig::default();
+        AugmentConfig {
+            channel_shift: d.channel_shift,
+            brightness: d.brightness,
+            contrast: d.contrast,
+            saturation: d.saturation,
+            hue: d.hue,
+            channel_gain: d.channel_gain,
+            hed: d.hed,
+            jpeg: d.jpeg,
+            ..AugmentConfig::none()
+        }
+    }
+
     /// Whether any step is on.
     pub fn is_active(&self) -> bool {
         *self != AugmentConfig::none()
@@ -382,6 +401,13 @@ mod tests {
 
     fn gradient() -> RgbImage {
         RgbImage::from_fn(32, 24, |x, y| Rgb([(x * 8) as u8, (y * 10) as u8, 128]))
+    }
+
+    #[test]
+    fn photometric_changes_colour_not_geometry_or_scale() {
+        let p = AugmentConfig::photometric();
+        assert!(!p.geometric() && p.low_resolution == 0.0 && p.corner_erase == 0.0);
+        assert!(p.channel_gain > 0.0 && p.hed > 0.0 && p.jpeg > 0.0 && p.hue > 0.0);
     }
 
     #[test]

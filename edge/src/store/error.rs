@@ -61,6 +61,20 @@ pub enum StoreError {
         /// The newest version this program knows.
         supported: i64,
     },
+    /// The database has an older schema, which only a writer migrates: opened for reading (or
+    /// by the publisher) before `edge run` has opened it once with this version.
+    #[error(
+        "{}: schema version {found}, older than this program's {supported}: `edge run` migrates it when it next starts (reading it until then needs the program that wrote it)",
+        path.display()
+    )]
+    NotMigrated {
+        /// The database.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this program reads.
+        supported: i64,
+    },
     /// Any other SQLite failure.
     #[error("{}: cannot {action}: {source}", path.display())]
     Sqlite {
@@ -108,6 +122,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A database whose schema `version` is not the one this program reads without migrating:
+    /// [`StoreError::TooNew`] or [`StoreError::NotMigrated`].
+    pub(crate) fn version_mismatch(path: &Path, version: i64) -> Self {
+        let (path, found, supported) = (path.to_path_buf(), version, super::SCHEMA_VERSION);
+        if version > supported {
+            StoreError::TooNew {
+                path,
+                found,
+                supported,
+            }
+        } else {
+            StoreError::NotMigrated {
+                path,
+                found,
+                supported,
+            }
+        }
+    }
+
     /// True for [`StoreError::DiskFull`].
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })

@@ -75,11 +75,7 @@ impl Store {
         if version != SCHEMA_VERSION {
             // An older schema is migrated only by the writer; reading it with today's queries
             // could fail in confusing ways.
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(StoreError::version_mismatch(path, version));
         }
         Ok(store)
     }

@@ -243,11 +243,7 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| store.err("read the schema version", e))?;
         if version != SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(StoreError::version_mismatch(path, version));
         }
         Ok(store)
     }

@@ -424,6 +424,23 @@ fn foreign_and_newer_databases_are_refused() {
         "{e}"
     );
 
+    let e = Store::open_read_only(&newer).unwrap_err();
+    assert!(matches!(e, StoreError::TooNew { .. }), "{e}");
+
+    // An older one is not "newer": reading it waits for the writer's migration, and says so.
+    let older = dir.path().join("older.db");
+    drop(Store::open(&older).unwrap());
+    rusqlite::Connection::open(&older)
+        .unwrap()
+        .pragma_update(None, "user_version", 2)
+        .unwrap();
+    let e = Store::open_read_only(&older).unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotMigrated { found: 2, .. })
+            && e.to_string().contains("edge run` migrates it"),
+        "{e}"
+    );
+
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
     let e = Store::open(&garbage).unwrap_err();

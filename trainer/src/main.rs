@@ -71,8 +71,9 @@ struct UncertaintyArgs {
     features: Option<String>,
     /// Also fit the score on N copies of each training picture as another lamp, white balance,
     /// stain batch or JPEG setting shows it (`trainer fit`'s colour, HED and JPEG augmentation;
-    /// no geometry or scale), so acquisition colour the model handles counts as familiar while
-    /// another magnification stays unfamiliar. The threshold still comes from the unchanged
+    /// no geometry or scale), so acquisition colour the model handles counts as familiar. A
+    /// trade: the wider fit also lets pictures at another magnification look familiar (README,
+    /// "Knowing when it does not know"). The threshold still comes from the unchanged
     /// validation split.
     #[arg(long, default_value_t = 0, value_name = "N")]
     augmented_copies: usize,

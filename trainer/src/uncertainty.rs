@@ -6,8 +6,8 @@
 //! rejected). The test split is not read. With augmented copies, the training features also
 //! hold each training picture as another lamp, white balance, stain batch or JPEG setting
 //! would show it ([`AugmentConfig::photometric`]): acquisition colour the model learned to
-//! handle counts as familiar, while another magnification stays unfamiliar. The threshold still
-//! comes from the unchanged validation split. Runs in tract on the exported f32 file, so it needs no
+//! handle counts as familiar (at a price: the wider fit also lets another magnification look
+//! more familiar). The threshold still comes from the unchanged validation split. Runs in tract on the exported f32 file, so it needs no
 //! training backend and works on any leukoscope f32 ONNX file with its manifest.
 
 use std::path::{Path, PathBuf};

@@ -62,6 +62,21 @@ impl Store {
         Ok(store)
     }
 
+    /// A connection to `path` with `flags` that takes no writer's lock, recovers nothing and
+    /// queues nothing: a reader's or the fleet publisher's.
+    pub(super) fn open_unlocked(path: &Path, flags: OpenFlags) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| sql_error(path, "open the database", e))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            _lock: None,
+            recovered: Vec::new(),
+            label_counts: HashMap::new(),
+            outbox: None,
+        })
+    }
+
     /// Opens an existing database for reading only (`edge sessions`, `export`, `report`),
     /// while `edge run` may be writing it. Changes nothing, recovers nothing.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
@@ -96,19 +111,10 @@ impl Store {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no database here"),
             });
         }
-        let conn = Connection::open_with_flags(
+        let store = Self::open_unlocked(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| sql_error(path, "open the database", e))?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            _lock: None,
-            recovered: Vec::new(),
-            label_counts: HashMap::new(),
-            outbox: None,
-        };
+        )?;
         store
             .conn
             .busy_timeout(BUSY_TIMEOUT)

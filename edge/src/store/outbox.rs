@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{OpenFlags, params};
 
 use super::error::sql_error;
 use super::types::parse_time;
@@ -217,19 +217,10 @@ impl Store {
     /// `synchronous=NORMAL`: one lost by a power cut only means a message sent twice, which
     /// every consumer drops by its message id.
     pub fn open_publisher(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open_with_flags(
+        let store = Self::open_unlocked(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| sql_error(path, "open the database", e))?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            _lock: None,
-            recovered: Vec::new(),
-            label_counts: Default::default(),
-            outbox: None,
-        };
+        )?;
         store
             .conn
             .busy_timeout(Duration::from_secs(5))

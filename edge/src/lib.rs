@@ -12,6 +12,7 @@
 //! `edge classify`, `sessions`, `export` and `report`
 //! commands.
 
+pub mod acceptance;
 pub mod audit;
 pub mod calibrate;
 pub mod check;

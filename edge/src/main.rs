@@ -433,6 +433,14 @@ struct EvaluateArgs {
     /// on the evaluated pictures).
     #[arg(long)]
     shift_check: bool,
+    /// Site acceptance: judge a clinic's own labeled pictures (subfolders `blast` and
+    /// `normal`, or named by the model's labels; 50–100 fields) as this device would — the
+    /// camera's pixel size (`--um-per-px` or the config's `[source] um_per_px`), the quality
+    /// gate, the unfamiliarity score, the frame rule of `--config` — against the model card's
+    /// criteria, and say ACCEPTED or NOT ACCEPTED (exit status 1), with `acceptance.md` and
+    /// `acceptance.json` in the report folder.
+    #[arg(long, conflicts_with_all = ["manifest", "shortcut_check", "shift_check"])]
+    acceptance: bool,
     /// With --shift-check: also another acquisition, a folder with one subfolder per group
     /// named in --foreign-groups (e.g. the C-NMC pictures: `all`, `hem`), judged only as
     /// blast or normal.
@@ -744,6 +752,20 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 None => None,
             };
+            if a.acceptance {
+                let config = a.decision.run_config()?;
+                let verdict = edge::acceptance::judge(
+                    &model,
+                    &config,
+                    &a.data,
+                    framing,
+                    &edge::acceptance::Criteria::default(),
+                )?;
+                verdict.write(&out)?;
+                print!("{}", verdict.report());
+                println!("\nreport in {}", out.display());
+                return Ok(if verdict.accepted { 0 } else { 1 });
+            }
             let e = leukoscope_model::evaluate::evaluate_selection_at(
                 &model, &a.data, &selection, &settings, &out, framing,
             )?;

@@ -797,3 +797,68 @@ fn evaluate_counts_unfamiliar_pictures_as_abstentions_reported_on_their_own() {
     assert!(md.contains("| Pro | 6 | 3 |"), "{md}");
     assert!(md.contains("slides called **unfamiliar**"), "{md}");
 }
+
+#[test]
+fn acceptance_accepts_a_site_like_the_training_pictures_and_refuses_an_unfamiliar_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("familiar.onnx");
+    write_familiar_model(&model, ["Benign", "Pro"], 60.0);
+    // A site labels only blast or normal: 25 of each; `green` of each group in another tint.
+    let site = |name: &str, green: u64| {
+        let data = dir.path().join(name);
+        for (group, shift) in [("normal", 20), ("blast", -20)] {
+            std::fs::create_dir_all(data.join(group)).unwrap();
+            for i in 0..25u64 {
+                let tint = if i < green { UNFAMILIAR_GREEN } else { 0 };
+                let jpeg = &held_tinted_field(300 + i, shift, tint, 1, i)[0];
+                std::fs::write(data.join(group).join(format!("{i}.jpg")), jpeg).unwrap();
+            }
+        }
+        data
+    };
+    let accept = |data: &Path| {
+        let out_dir = data.with_extension("report");
+        let out = edge(&[
+            "evaluate",
+            "--acceptance",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join("acceptance.json")).unwrap(),
+        )
+        .unwrap();
+        (out, json)
+    };
+
+    let (out, json) = accept(&site("familiar", 0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("# Site acceptance: ACCEPTED"), "{stdout}");
+    assert_eq!(json["accepted"], true);
+    assert_eq!(json["operating_point"]["sensitivity"]["n"], 25);
+    assert_eq!(json["operating_point"]["specificity"]["n"], 25);
+
+    // 6 of 25 per group unlike anything the model was fitted on: 24 % unfamiliar.
+    let (out, json) = accept(&site("another-microscope", 6));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("# Site acceptance: NOT ACCEPTED"),
+        "{stdout}"
+    );
+    assert_eq!(json["accepted"], false);
+    let failed: Vec<&str> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["met"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(failed.contains(&"unfamiliar to the model"), "{failed:?}");
+    assert_eq!(json["operating_point"]["unfamiliar"]["successes"], 12);
+}

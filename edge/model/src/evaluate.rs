@@ -31,6 +31,18 @@ pub enum EvaluateError {
     /// The manifest cannot be read, or a picture it lists has changed.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
+    /// The quality gate of [`evaluate_files_gated`] refused every readable picture.
+    #[error(
+        "the quality gate refused every readable picture ({} of them; first: {})",
+        refused.len(),
+        refused.first().map_or("", |r| r.1.as_str())
+    )]
+    AllRefused {
+        /// The refused pictures (path, reason).
+        refused: Vec<(PathBuf, String)>,
+        /// The unreadable ones (path, reason).
+        skipped: Vec<(PathBuf, String)>,
+    },
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -48,6 +60,8 @@ pub struct Evaluation {
     pub report: ClassificationReport,
     /// Images that could not be read (path, reason); they are not counted.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Each counted picture's file, in the order of `truth`.
+    pub pictures: Vec<PathBuf>,
     /// The true class of each counted picture.
     pub truth: Vec<usize>,
     /// The model's probabilities for each counted picture, in label order.
@@ -57,6 +71,9 @@ pub struct Evaluation {
     pub unfamiliarity: Vec<Option<f32>>,
     /// The figures at the device's operating point, when they were computed (the report's).
     pub screening: Option<ScreeningFigures>,
+    /// Pictures the quality gate refused whole (path, the gate's reason); not counted
+    /// ([`evaluate_files_gated`]; empty otherwise).
+    pub refused: Vec<(PathBuf, String)>,
 }
 
 impl Evaluation {
@@ -251,12 +268,38 @@ pub fn evaluate_files_at(
     perturbation: Perturbation,
     framing: Option<ScaleFraming>,
 ) -> Result<Evaluation, EvaluateError> {
+    evaluate_pictures(model, files, perturbation, framing, None)
+}
+
+/// A quality gate for [`evaluate_files_gated`]: why it refuses a picture, or `None`.
+pub type QualityGateFn<'a> = dyn FnMut(&RgbImage) -> Option<String> + 'a;
+
+/// [`evaluate_files_at`] (no perturbation) behind a quality gate, as the device judges its
+/// frames: `gate` sees each field (or, without `framing`, the whole picture) and returns why
+/// it refuses it, or `None`. Refused fields are left out of their picture's mean; a picture
+/// whose every field is refused lands in [`Evaluation::refused`] with the first reason.
+pub fn evaluate_files_gated(
+    model: &OnnxClassifier,
+    files: &[(PathBuf, usize)],
+    framing: Option<ScaleFraming>,
+    gate: &mut QualityGateFn<'_>,
+) -> Result<Evaluation, EvaluateError> {
+    evaluate_pictures(model, files, Perturbation::None, framing, Some(gate))
+}
+
+fn evaluate_pictures(
+    model: &OnnxClassifier,
+    files: &[(PathBuf, usize)],
+    perturbation: Perturbation,
+    framing: Option<ScaleFraming>,
+    mut gate: Option<&mut QualityGateFn<'_>>,
+) -> Result<Evaluation, EvaluateError> {
     let labels = &model.contract().labels;
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
     let mut cutter = framing.map(FieldCutter::new);
     let (mut truth, mut probabilities, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    let mut unfamiliarity = Vec::new();
+    let (mut unfamiliarity, mut refused, mut counted) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (path, class)) in files.iter().enumerate() {
         let img = match decode_image(path) {
             Ok(mut img) => {
@@ -268,10 +311,25 @@ pub fn evaluate_files_at(
                 continue;
             }
         };
-        let pictures = match &mut cutter {
+        // Without a declared scale the gate judges the whole picture, as the device does.
+        let mut pictures: Vec<RgbImage> = match &mut cutter {
             Some(c) => c.cut(&img).into_iter().map(|f| f.image).collect(),
             None => vec![img],
         };
+        if let Some(gate) = &mut gate {
+            let mut first_reason = None;
+            pictures.retain(|p| match gate(p) {
+                Some(reason) => {
+                    first_reason.get_or_insert(reason);
+                    false
+                }
+                None => true,
+            });
+            if let (true, Some(reason)) = (pictures.is_empty(), first_reason) {
+                refused.push((path.clone(), reason));
+                continue;
+            }
+        }
         // A picture cut into fields: its probabilities and unfamiliarity are its fields' means.
         let share = 1.0 / pictures.len().max(1) as f32;
         let mut mean = vec![0.0f32; labels.len()];
@@ -295,10 +353,14 @@ pub fn evaluate_files_at(
                 probabilities.push(mean);
                 unfamiliarity.push(mean_unfamiliarity);
                 truth.push(*class);
+                counted.push(path.clone());
             }
             None => skipped.push((path.clone(), "empty picture".into())),
             Some(reason) => skipped.push((path.clone(), reason)),
         }
+    }
+    if truth.is_empty() && !refused.is_empty() {
+        return Err(EvaluateError::AllRefused { refused, skipped });
     }
     if truth.is_empty() {
         return Err(EvaluateError::Folder {
@@ -313,10 +375,12 @@ pub fn evaluate_files_at(
     Ok(Evaluation {
         report,
         skipped,
+        pictures: counted,
         truth,
         probabilities,
         unfamiliarity,
         screening: None,
+        refused,
     })
 }
 

@@ -77,6 +77,13 @@ struct UncertaintyArgs {
     /// validation split.
     #[arg(long, default_value_t = 0, value_name = "N")]
     augmented_copies: usize,
+    /// The temperature is fitted on the validation split, then kept at or above this. Below 1
+    /// it sharpens the probabilities: the validation split may reward that, but pictures unlike
+    /// it then get confident wrong answers (measured on the shipped model's fine-tune: a fitted
+    /// 0.66 made 6.6 % of 2×-magnified pictures confidently wrong, 1.0 kept it at 1.1 %).
+    /// 0 keeps the fit as it is.
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    min_temperature: f32,
     /// Seed of the augmented copies.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -467,14 +474,16 @@ fn run(cli: Cli) -> Result<()> {
                 features: a.features,
                 augmented_copies: a.augmented_copies,
                 seed: a.seed,
+                min_temperature: a.min_temperature,
             })?;
             println!(
                 "features {} ({} dims), {} training and {} validation pictures",
                 r.features, r.dims, r.train_pictures, r.validation_pictures
             );
             println!(
-                "temperature {:.3}: validation NLL {:.4} -> {:.4}, ECE {:.4} -> {:.4}",
+                "temperature {:.3} (fitted {:.3}): validation NLL {:.4} -> {:.4}, ECE {:.4} -> {:.4}",
                 r.temperature,
+                r.fitted_temperature,
                 r.validation_nll[0],
                 r.validation_nll[1],
                 r.validation_ece[0],

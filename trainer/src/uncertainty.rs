@@ -49,6 +49,8 @@ pub struct UncertaintyRequest<'a> {
     pub augmented_copies: usize,
     /// Seed of those copies' augmentation.
     pub seed: u64,
+    /// The fitted temperature is kept at or above this (1: never sharpen; 0: as fitted).
+    pub min_temperature: f32,
 }
 
 /// What was fitted and measured (written beside the model as `<out>.uncertainty.json`).
@@ -66,8 +68,11 @@ pub struct UncertaintyReport {
     pub augmented_copies: usize,
     /// Validation pictures the temperature and threshold were set on.
     pub validation_pictures: usize,
-    /// The fitted temperature.
+    /// The temperature written into the model: the fit, kept at or above the request's
+    /// `min_temperature`.
     pub temperature: f32,
+    /// The temperature that minimises the validation negative log-likelihood.
+    pub fitted_temperature: f32,
     /// Validation negative log-likelihood before and after temperature scaling.
     pub validation_nll: [f64; 2],
     /// Validation expected calibration error (10 bins) before and after.
@@ -242,7 +247,8 @@ pub fn run(req: &UncertaintyRequest<'_>) -> Result<UncertaintyReport> {
         threshold_for(&val_scores, VALIDATION_REJECTION).context("no validation pictures")?;
     let rejected =
         val_scores.iter().filter(|&&s| s > threshold).count() as f32 / val_scores.len() as f32;
-    let temperature = fit_temperature(&val.logits, &val.classes);
+    let fitted_temperature = fit_temperature(&val.logits, &val.classes);
+    let temperature = fitted_temperature.max(req.min_temperature);
     let probs = |t: f32| -> Vec<Vec<f32>> { val.logits.iter().map(|l| softmax(l, t)).collect() };
     let ece_before = reliability(&val.classes, &probs(1.0), DEFAULT_BINS).ece;
     let ece_after = reliability(&val.classes, &probs(temperature), DEFAULT_BINS).ece;
@@ -318,6 +324,7 @@ pub fn run(req: &UncertaintyRequest<'_>) -> Result<UncertaintyReport> {
         augmented_copies: req.augmented_copies,
         validation_pictures: val.classes.len(),
         temperature,
+        fitted_temperature,
         validation_nll: [
             nll(&val.logits, &val.classes, 1.0),
             nll(&val.logits, &val.classes, temperature),

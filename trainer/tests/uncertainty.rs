@@ -121,6 +121,24 @@ fn the_written_model_scores_unfamiliar_pictures_and_carries_its_temperature() {
     .unwrap();
     assert_eq!(report["train_pictures"], 36);
     assert_eq!(report["validation_pictures"], 18);
+    // The written temperature is the fit, kept at or above --min-temperature (default 1) ...
+    let fitted = report["fitted_temperature"].as_f64().unwrap();
+    let written = report["temperature"].as_f64().unwrap();
+    assert_eq!(written, fitted.max(1.0), "{report}");
+    assert!((f64::from(t) - written).abs() < 1e-6, "{t} vs {written}");
+    // ... and a floor above the fit is what the file carries.
+    let floored = dir.path().join("floored.onnx");
+    let floor = (2.0 * fitted.max(1.0)) as f32;
+    let mut with_floor = args(&floored).to_vec();
+    with_floor.extend(["--min-temperature".to_string(), floor.to_string()]);
+    let o = trainer(&with_floor.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let kept = OnnxClassifier::load(&floored, &Default::default())
+        .unwrap()
+        .contract()
+        .temperature
+        .unwrap();
+    assert_eq!(kept, floor);
 
     // A file that already carries them is refused, naming it.
     let again = dir.path().join("again.onnx");

@@ -288,8 +288,18 @@ fn checks(
     judged: u64,
 ) -> Vec<Check> {
     // An empty group cannot meet a bar: `value` is None there.
-    let at_least = |p: &Proportion, bar: f64| p.value.is_some_and(|v| v >= bar);
-    let at_most = |p: &Proportion, bar: f64| p.value.is_some_and(|v| v <= bar);
+    let at_least = |name: &str, p: &Proportion, bar: f64| Check {
+        name: name.into(),
+        measured: percent(p),
+        required: format!("≥ {:.0} %", 100.0 * bar),
+        met: p.value.is_some_and(|v| v >= bar),
+    };
+    let at_most = |name: &str, p: &Proportion, bar: f64| Check {
+        name: name.into(),
+        measured: percent(p),
+        required: format!("≤ {:.0} %", 100.0 * bar),
+        met: p.value.is_some_and(|v| v <= bar),
+    };
     let mut checks = vec![
         Check {
             name: "pictures judged".into(),
@@ -303,46 +313,31 @@ fn checks(
             required: format!("≥ {} each", c.min_per_group),
             met: op.sensitivity.n >= c.min_per_group && op.specificity.n >= c.min_per_group,
         },
-        Check {
-            name: "blast sensitivity (uncertain = not found)".into(),
-            measured: percent(&op.sensitivity),
-            required: format!("≥ {:.0} %", 100.0 * c.min_sensitivity),
-            met: at_least(&op.sensitivity, c.min_sensitivity),
-        },
-        Check {
-            name: "blast pictures confidently called normal".into(),
-            measured: percent(missed_blast),
-            required: format!("≤ {:.0} %", 100.0 * c.max_missed_blast),
-            met: at_most(missed_blast, c.max_missed_blast),
-        },
-        Check {
-            name: "specificity (uncertain = not cleared)".into(),
-            measured: percent(&op.specificity),
-            required: format!("≥ {:.0} %", 100.0 * c.min_specificity),
-            met: at_least(&op.specificity, c.min_specificity),
-        },
-        Check {
-            name: "uncertain, any reason".into(),
-            measured: percent(&op.abstention),
-            required: format!("≤ {:.0} %", 100.0 * c.max_abstention),
-            met: at_most(&op.abstention, c.max_abstention),
-        },
+        at_least(
+            "blast sensitivity (uncertain = not found)",
+            &op.sensitivity,
+            c.min_sensitivity,
+        ),
+        at_most(
+            "blast pictures confidently called normal",
+            missed_blast,
+            c.max_missed_blast,
+        ),
+        at_least(
+            "specificity (uncertain = not cleared)",
+            &op.specificity,
+            c.min_specificity,
+        ),
+        at_most("uncertain, any reason", &op.abstention, c.max_abstention),
     ];
     if let Some(u) = &op.unfamiliar {
-        checks.push(Check {
-            name: "unfamiliar to the model".into(),
-            measured: percent(u),
-            required: format!("≤ {:.0} %", 100.0 * c.max_unfamiliar),
-            met: at_most(u, c.max_unfamiliar),
-        });
+        checks.push(at_most("unfamiliar to the model", u, c.max_unfamiliar));
     }
-    checks.push(Check {
-        name: "refused by the quality gate".into(),
-        measured: percent(refused),
-        required: format!("≤ {:.0} %", 100.0 * c.max_refused),
-        // Nothing readable at all is caught earlier (an error); here 0 of 0 cannot happen.
-        met: refused.value.is_none_or(|v| v <= c.max_refused),
-    });
+    checks.push(at_most(
+        "refused by the quality gate",
+        refused,
+        c.max_refused,
+    ));
     checks
 }
 

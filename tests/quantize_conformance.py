@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Conformance of leukoscope's int8 ONNX files (from `quantize`) with onnxruntime.
+"""Conformance of leukoscope's int8 ONNX files (from `quantize`), and of the shipped f32 file, with
+onnxruntime.
 
 For every `NAME.onnx` in DIR (written with `NAME.json` by quantize/tests/conformance.rs, or for
 the shipped model by tests/tests/shipped_model.rs with its inputs in a raw `NAME.f32` file, when
 LEUKOSCOPE_CONFORMANCE_DIR is set), checks that:
   * the `onnx` package's checker accepts the model (full check, with shape inference),
   * it uses only default-domain operators (standard ONNX, no com.microsoft ones),
-  * it carries leukoscope's contract metadata and the quantization recipe,
+  * it carries leukoscope's contract metadata and, unless `NAME.json` says `"precision": "f32"`
+    (the shipped f32 file), the quantization recipe and int8 convolutions,
   * onnxruntime and tract agree on the top-1 class for at least 99.5 % of the evaluation inputs,
   * for a model with an unfamiliarity score (`NAME.json` has `unfamiliarity`: the output, the
     threshold, tract's scores), onnxruntime's score is within 5 % of the threshold of tract's (the
@@ -42,14 +44,15 @@ def check(model_path: pathlib.Path) -> list[str]:
     foreign = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         problems.append(f"non-standard operators {foreign}")
+    reference = json.loads(model_path.with_suffix(".json").read_text())
+    int8 = reference.get("precision", "int8") == "int8"
     ops = {n.op_type for n in model.graph.node}
-    if "QLinearConv" not in ops:
+    if int8 and "QLinearConv" not in ops:
         problems.append("no QLinearConv: not an int8 model")
     meta = {p.key: p.value for p in model.metadata_props}
-    for key in REQUIRED_METADATA:
+    for key in REQUIRED_METADATA if int8 else REQUIRED_METADATA[:-1]:
         if key not in meta:
             problems.append(f"metadata key {key} missing")
-    reference = json.loads(model_path.with_suffix(".json").read_text())
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     same, worst = 0, 0.0
     if "inputs_file" in reference:

@@ -3,7 +3,7 @@
 //! confidence. Reported as ignored when the dataset is not there (a fresh clone); the 4-class
 //! model itself must always be there.
 //!
-//! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped int8 model is also written to its `shipped/` with the
+//! With `LEUKOSCOPE_CONFORMANCE_DIR` set, each shipped model (f32 and int8) is also written to its `shipped/` with the
 //! test split of its manifest (`models/<name>.manifest.csv`) as inputs and tract's probabilities,
 //! for `tests/quantize_conformance.py` to compare with onnxruntime (run by .ci/run).
 
@@ -131,7 +131,12 @@ fn conformance_dump(
     }
     raw.flush().map_err(|e| e.to_string())?;
     let c = model.contract();
+    let precision = match leukoscope_model::variant::Precision::of(&model) {
+        leukoscope_model::variant::Precision::Int8 => "int8",
+        _ => "f32",
+    };
     let mut doc = serde_json::json!({
+        "precision": precision,
         "shape": [1, 3, c.input_height, c.input_width],
         "inputs_file": format!("{stem}.f32"),
         "tract": tract,
@@ -199,14 +204,8 @@ fn main() {
             .unwrap_or(&model.path)
             .display()
             .to_string();
-        let is_int8 =
-            leukoscope_model::classifier::OnnxClassifier::load(&model.path, &Default::default())
-                .map(|m| {
-                    leukoscope_model::variant::Precision::of(&m)
-                        == leukoscope_model::variant::Precision::Int8
-                })
-                .unwrap_or(false);
-        if let (Some(out), true) = (&dump, is_int8) {
+        // Every shipped file, f32 and int8, is compared with onnxruntime (its score too).
+        if let Some(out) = &dump {
             let (copy, out) = (
                 ShippedModel {
                     path: model.path.clone(),

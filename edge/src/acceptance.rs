@@ -206,12 +206,6 @@ pub fn judge(
         &config.decision,
         "the device config's [decision]",
     );
-    let missed = op
-        .per_class
-        .iter()
-        .filter(|c| !c.normal)
-        .map(|c| c.decided_normal)
-        .sum();
     let mut confidently_wrong = Vec::new();
     for (i, (path, &t)) in pictures.iter().zip(&truth).enumerate() {
         let rejected = unfamiliar.as_ref().is_some_and(|u| u[i]);
@@ -232,7 +226,7 @@ pub fn judge(
             confidently_wrong.push((path.clone(), group.to_string(), d.label.clone()));
         }
     }
-    let missed_blast = Proportion::new(missed, op.sensitivity.n);
+    let missed_blast = missed_blast(&op);
     let readable = (truth.len() + refused.len()) as u64;
     let refused_share = Proportion::new(refused.len() as u64, readable);
     let checks = checks(
@@ -264,6 +258,17 @@ pub fn judge(
         checks,
         accepted,
     })
+}
+
+/// Blast pictures confidently decided `normal`, of all blast pictures.
+fn missed_blast(op: &OperatingPoint) -> Proportion {
+    let missed = op
+        .per_class
+        .iter()
+        .filter(|c| !c.normal)
+        .map(|c| c.decided_normal)
+        .sum();
+    Proportion::new(missed, op.sensitivity.n)
 }
 
 fn percent(p: &Proportion) -> String {
@@ -465,17 +470,11 @@ mod tests {
     }
 
     fn verdict(o: &OperatingPoint) -> Vec<bool> {
-        let missed = o
-            .per_class
-            .iter()
-            .filter(|c| !c.normal)
-            .map(|c| c.decided_normal)
-            .sum();
         let judged = o.sensitivity.n + o.specificity.n;
         checks(
             &Criteria::default(),
             o,
-            &Proportion::new(missed, o.sensitivity.n),
+            &missed_blast(o),
             &Proportion::new(0, judged),
             judged,
         )

@@ -15,6 +15,8 @@
 #                                          `edge run --source -` with the shipped models under
 #                                          qemu, against the x86 binary X86_EDGE on the same
 #                                          pictures (same labels; max |Δp| printed)
+#   edge/deploy/build-arm64.sh --compare X86_EDGE --also-model M.onnx
+#                                          ... and classify with M.onnx too (repeatable)
 # Flags combine. The arm64 build uses its own target folder (target/arm64), so Debian's rustc
 # (1.96, with an aarch64 standard library) and the rustup toolchain never share build files.
 # Under qemu, timings are not speed figures: measure speed on the board (`edge bench`).
@@ -22,14 +24,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 TRIPLE=aarch64-unknown-linux-gnu
-install=0 deb=0 test=0 compare=""
+install=0 deb=0 test=0 compare="" also=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --install) install=1 ;;
     --deb) deb=1 ;;
     --test) test=1 ;;
     --compare) compare="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --also-model) also+=("$2"); shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "build-arm64.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -81,7 +84,7 @@ fi
 
 if [ -n "$compare" ]; then
   echo "== end to end under qemu-aarch64 against $compare"
-  python3 edge/deploy/compare_arm64.py --arm "$QEMU $bin" --x86 "$compare"
+  python3 edge/deploy/compare_arm64.py --arm "$QEMU $bin" --x86 "$compare" --also "${also[@]}"
 fi
 
 if [ "$deb" = 1 ]; then

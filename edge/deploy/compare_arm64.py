@@ -9,7 +9,10 @@ of any class probability is printed. Exit status 1 on any difference of label or
 undecided verdict, or a probability difference above --max-dp.
 
   compare_arm64.py --arm "qemu-aarch64-static -L / target/arm64/.../edge" \
-                   --x86 target/debug/edge [--pictures DIR] [--count 21]
+                   --x86 target/debug/edge [--pictures DIR] [--count 21] [--also M.onnx ...]
+
+`--also` adds models to the classify check (CI: the EfficientNet files the export and quantize
+tests write, so each architecture's operators are checked on aarch64, not only the shipped one's).
 """
 
 import argparse
@@ -78,6 +81,7 @@ def main() -> int:
     ap.add_argument("--pictures", type=Path, default=data)
     ap.add_argument("--count", type=int, default=21)
     ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="more models to classify with")
     ap.add_argument("--max-dp", type=float, default=0.05)
     a = ap.parse_args()
 
@@ -86,7 +90,7 @@ def main() -> int:
     models = sorted(a.models.glob("*.onnx"))
     failed = False
     print(f"{'check':<34} {'n':>4} {'same labels':>12} {'max |dp|':>10}  notes")
-    for model in models:
+    for model in models + a.also:
         xr, ar = classify(x86, model, pics), classify(arm, model, pics)
         same = all(xr[p]["label"] == ar[p]["label"] for p in xr) and xr.keys() == ar.keys()
         dp = max(max_dp(xr[p]["probabilities"], ar[p]["probabilities"]) for p in xr)

@@ -569,6 +569,11 @@ struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     format: BenchFormat,
+    /// Further models to time in the same run, beside --model (repeatable): all are timed in
+    /// interleaved rounds so that machine noise hits them alike, and the table has a row per
+    /// model with its inference time relative to the first.
+    #[arg(long, value_name = "FILE.onnx", conflicts_with = "pipeline")]
+    compare: Vec<PathBuf>,
     /// Also measure the whole device path, as `edge run --source -` runs it: an MJPEG stream of
     /// synthetic smear frames → split, decode, quality gate, model, decision, SQLite commit (in a
     /// scratch database), in committed frames per second, beside the inference-only figure.
@@ -953,6 +958,22 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 None => leukoscope_model::bench::sample_jpeg(),
             };
+            if !a.compare.is_empty() {
+                let mut others = Vec::new();
+                for path in &a.compare {
+                    others.push(OnnxClassifier::load(path, &Default::default())?);
+                }
+                let mut all = vec![&model];
+                all.extend(others.iter());
+                let reports = leukoscope_model::bench::run_interleaved(
+                    &all, &jpeg, a.runs, a.warmup, a.threads,
+                )?;
+                match a.format {
+                    BenchFormat::Json => println!("{}", serde_json::to_string(&reports)?),
+                    BenchFormat::Table => print_bench_comparison(&reports),
+                }
+                return Ok(0);
+            }
             let r = leukoscope_model::bench::run(&model, &jpeg, a.runs, a.warmup, a.threads)?;
             let streams = if a.pipeline {
                 bench_pipeline(&a, model.path())?
@@ -1145,6 +1166,38 @@ fn print_screening(f: &leukoscope_model::operating_point::ScreeningFigures) {
 }
 
 /// `edge bench --pipeline`: each resolution through a scratch device (own database, no outputs).
+/// `edge bench --compare`: one row per model, inference relative to the first.
+fn print_bench_comparison(reports: &[leukoscope_model::bench::BenchReport]) {
+    let Some(first) = reports.first() else { return };
+    println!(
+        "{} runs per model in 5 interleaved rounds, {} thread(s)",
+        first.runs, first.threads
+    );
+    println!(
+        "{:<44} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9}",
+        "model", "input", "decode ms", "prep ms", "infer p50", "infer p95", "× first", "frames/s"
+    );
+    for r in reports {
+        let name = if r.model.chars().count() > 44 {
+            let tail: String = r.model.chars().rev().take(43).collect();
+            format!("…{}", tail.chars().rev().collect::<String>())
+        } else {
+            r.model.clone()
+        };
+        println!(
+            "{:<44} {:>9} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.2} {:>9.1}",
+            name,
+            r.input_size,
+            r.decode_ms_p50,
+            r.preprocess_ms_p50,
+            r.inference_ms_p50,
+            r.inference_ms_p95,
+            r.inference_ms_p50 / first.inference_ms_p50,
+            r.fps
+        );
+    }
+}
+
 fn bench_pipeline(
     a: &BenchArgs,
     model: &std::path::Path,

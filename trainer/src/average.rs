@@ -104,13 +104,14 @@ pub fn remeasure_batch_norm(
     augment: Option<AugmentConfig>,
     seed: u64,
 ) -> Classifier {
-    let Classifier::MobileNetV2(net) = model else {
+    let mut model = model;
+    if model.batch_norms_mut().is_empty() {
         return model;
-    };
+    }
     // Training mode (BatchNorm updates its running statistics) without gradient tracking: with
     // it, the autodiff graph of every forward pass is kept for a backward that never comes, and
     // one pass over a few thousand 224 px pictures outgrows 24 GiB.
-    let mut net = net.train().set_require_grad(false);
+    let mut net = model.train().set_require_grad(false);
     // An order and augmentation stream of their own, apart from the training epochs'.
     let pass = usize::MAX;
     let classes: Vec<usize> = images.iter().map(|(_, c)| *c).collect();
@@ -128,17 +129,17 @@ pub fn remeasure_batch_norm(
     .enumerate()
     {
         // Momentum 1/(t+1) makes the running value the mean of the t+1 batches seen.
-        for layer in net.conv_bns_mut() {
-            layer.bn.momentum = 1.0 / (t as f64 + 1.0);
+        for bn in net.batch_norms_mut() {
+            bn.momentum = 1.0 / (t as f64 + 1.0);
         }
         let (x, _, _) = b.into_tensors(contract, training_device);
         // Only the BatchNorm side effect matters; the logits are dropped.
         let _ = net.forward(x);
     }
-    for layer in net.conv_bns_mut() {
-        layer.bn.momentum = burn::nn::BatchNormConfig::new(1).momentum;
+    for bn in net.batch_norms_mut() {
+        bn.momentum = burn::nn::BatchNormConfig::new(1).momentum;
     }
-    Classifier::MobileNetV2(net).valid()
+    net.valid()
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! leukoscope writes the ONNX graph itself rather than tracing it with burn-onnx's experimental
 //! exporter: both architectures are ours and small, and writing them directly gives what the
 //! tracer lacks or leaves to a later pass — BatchNorm folded into the preceding convolution,
-//! ReLU6 as one `Clip(0, 6)`, a symbolic batch dimension, and our metadata. The graph is plain
-//! opset-13 ONNX (Conv, Clip, Relu, Add, MaxPool, GlobalAveragePool, Flatten, Gemm, Softmax).
+//! ReLU6 as one `Clip(0, 6)`, SiLU as `x · Sigmoid(x)` and squeeze-and-excitation as
+//! `GlobalAveragePool → Conv → SiLU → Conv → Sigmoid → Mul` (opset 13 has no SiLU operator; tract
+//! and onnxruntime both run these elementwise), a symbolic batch dimension, and our metadata.
+//! The graph is plain opset-13 ONNX (Conv, Clip, Relu, Sigmoid, Mul, Add, MaxPool,
+//! GlobalAveragePool, Flatten, Gemm, Softmax).
 //!
 //! Input `image`: `f32 [batch, 3, H, W]` preprocessed by `leukoscope_model::preprocess`. Outputs `logits`
 //! and `probabilities` (softmax), both `[batch, classes]`.
@@ -20,6 +23,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::model::Classifier;
+use crate::model::efficientnet::{ConvBnSilu, EfficientNet};
 use crate::model::mobilenetv2::ConvBn;
 use leukoscope_model::onnx::graph::{GraphBuilder, value_info};
 
@@ -79,6 +83,65 @@ fn conv_bn(g: &mut GraphBuilder, x: &str, cb: &ConvBn, relu6: bool) -> Result<St
     Ok(if relu6 { g.clip(&y, 0.0, 6.0) } else { y })
 }
 
+/// `x · Sigmoid(x)`.
+fn silu(g: &mut GraphBuilder, x: &str) -> String {
+    let s = g.node("Sigmoid", &[x], vec![], None);
+    g.node("Mul", &[x, &s], vec![], None)
+}
+
+fn conv_bn_silu(g: &mut GraphBuilder, x: &str, cb: &ConvBnSilu) -> Result<String> {
+    let (dims, w, b) = fold_batch_norm(&cb.conv, Some(&cb.bn));
+    let y = g.conv(
+        x,
+        (&dims, w),
+        b,
+        cb.conv.stride[0],
+        symmetric_pad(&cb.conv)?,
+        cb.conv.groups,
+    );
+    Ok(if cb.silu { silu(g, &y) } else { y })
+}
+
+/// A 1×1 convolution with its own bias (no BatchNorm).
+fn plain_conv(g: &mut GraphBuilder, x: &str, conv: &Conv2d) -> Result<String> {
+    let (dims, w, b) = fold_batch_norm(conv, None);
+    Ok(g.conv(
+        x,
+        (&dims, w),
+        b,
+        conv.stride[0],
+        symmetric_pad(conv)?,
+        conv.groups,
+    ))
+}
+
+/// The EfficientNet backbone up to and including its global average pool.
+fn efficientnet_features(g: &mut GraphBuilder, net: &EfficientNet) -> Result<String> {
+    let mut x = conv_bn_silu(g, "image", &net.stem)?;
+    for block in &net.blocks {
+        let input = x.clone();
+        let mut y = match &block.expand {
+            Some(expand) => conv_bn_silu(g, &x, expand)?,
+            None => x.clone(),
+        };
+        y = conv_bn_silu(g, &y, &block.depthwise)?;
+        let squeezed = g.node("GlobalAveragePool", &[&y], vec![], None);
+        let s = plain_conv(g, &squeezed, &block.se.fc1)?;
+        let s = silu(g, &s);
+        let s = plain_conv(g, &s, &block.se.fc2)?;
+        let s = g.node("Sigmoid", &[&s], vec![], None);
+        y = g.node("Mul", &[&y, &s], vec![], None);
+        y = conv_bn_silu(g, &y, &block.project)?;
+        x = if block.residual {
+            g.node("Add", &[&y, &input], vec![], None)
+        } else {
+            y
+        };
+    }
+    let x = conv_bn_silu(g, &x, &net.last)?;
+    Ok(g.node("GlobalAveragePool", &[&x], vec![], None))
+}
+
 fn linear(g: &mut GraphBuilder, x: &str, l: &Linear, output: Option<&str>) -> String {
     let [d_in, d_out] = l.weight.val().dims();
     let bias = l
@@ -116,6 +179,13 @@ pub fn to_onnx(
             }
             let x = conv_bn(&mut g, &x, &net.last, true)?;
             let x = g.node("GlobalAveragePool", &[&x], vec![], None);
+            let x = g.flatten(&x);
+            let x = linear(&mut g, &x, &net.hidden, None);
+            let x = g.node("Relu", &[&x], vec![], None);
+            (x, &net.output)
+        }
+        Classifier::EfficientNet(net) => {
+            let x = efficientnet_features(&mut g, net)?;
             let x = g.flatten(&x);
             let x = linear(&mut g, &x, &net.hidden, None);
             let x = g.node("Relu", &[&x], vec![], None);
@@ -284,6 +354,12 @@ pub fn export_run(run: &crate::run::RunDir, out: &Path, scale: &ExportScale) -> 
         crate::model::ModelSpec::Mobilenetv2 { width, .. } => {
             metadata.push((keys::MODEL_FAMILY.into(), "mobilenetv2".into()));
             metadata.push((keys::WIDTH.into(), width.to_string()));
+        }
+        crate::model::ModelSpec::Efficientnet { variant, .. } => {
+            metadata.push((
+                keys::MODEL_FAMILY.into(),
+                format!("efficientnet-{}", variant.name()),
+            ));
         }
         crate::model::ModelSpec::Cnn { .. } => {
             metadata.push((keys::MODEL_FAMILY.into(), "cnn".into()));

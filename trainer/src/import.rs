@@ -25,6 +25,7 @@ use tract_onnx::pb;
 use crate::model::Classifier;
 
 /// A weight and bias of one Conv or Gemm node, with the name of the node's output.
+#[derive(Clone)]
 struct Layer {
     output: String,
     weight: (Vec<usize>, Vec<f32>),
@@ -196,9 +197,10 @@ fn conv_statistics(
 }
 
 /// Loads the weights of the leukoscope ONNX file at `path` into `model` (same architecture),
-/// after checking the file's contract equals `contract` (MobileNetV2 may differ in input size:
-/// its BatchNorm statistics are then measured at this run's size). `calibration` are preprocessed
-/// training pictures for the BatchNorm statistics (MobileNetV2 only; a few dozen are enough).
+/// after checking the file's contract equals `contract` (MobileNetV2 and EfficientNet may differ
+/// in input size: their BatchNorm statistics are then measured at this run's size). `calibration`
+/// are preprocessed training pictures for the BatchNorm statistics (not needed by the compact CNN;
+/// a few dozen are enough).
 pub fn load_onnx_weights(
     mut model: Classifier,
     path: &Path,
@@ -221,7 +223,7 @@ pub fn load_onnx_weights(
         other => anyhow::anyhow!("--init-from {other}"),
     })?;
     let theirs = file.contract().clone();
-    // MobileNetV2 ends in a global average pool, so its weights fit any input size: a model can
+    // MobileNetV2 and EfficientNet end in a global average pool, so their weights fit any input size: a model can
     // be fine-tuned at a higher resolution than the file's. The compact CNN's dense layer cannot.
     // The colour normalization may change too: fine-tuning is how a model learns a new one.
     let same_size = ModelContract {
@@ -248,8 +250,8 @@ pub fn load_onnx_weights(
     }
     if theirs != *contract && matches!(model, Classifier::Cnn(_)) {
         bail!(
-            "--init-from {}: its contract's input is {}, this run's {}; only MobileNetV2 can \
-             change its input size (the compact CNN's dense layer depends on it)",
+            "--init-from {}: its contract's input is {}, this run's {}; only MobileNetV2 and \
+             EfficientNet can change their input size (the compact CNN's dense layer depends on it)",
             path.display(),
             theirs.input_size_string(),
             contract.input_size_string()
@@ -281,6 +283,45 @@ pub fn load_onnx_weights(
             for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&convs).zip(&stats) {
                 set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
                 set_batch_norm(&mut cb.bn, &layer.bias, s, device);
+            }
+            set_linear(&mut net.hidden, &gemms[0], device).map_err(named)?;
+            set_linear(&mut net.output, &gemms[1], device).map_err(named)?;
+        }
+        Classifier::EfficientNet(net) => {
+            // Export order: stem; per block [expand], depthwise, SE fc1, SE fc2, project; last.
+            let (mut with_bn, mut se) = (vec![0], Vec::new());
+            let mut next = 1;
+            for block in &net.blocks {
+                if block.expand.is_some() {
+                    with_bn.push(next);
+                    next += 1;
+                }
+                with_bn.extend([next, next + 3]);
+                se.push((next + 1, next + 2));
+                next += 4;
+            }
+            with_bn.push(next);
+            if convs.len() != next + 1 {
+                return Err(count_mismatch("convolution", convs.len(), next + 1));
+            }
+            if gemms.len() != 2 {
+                return Err(count_mismatch("dense", gemms.len(), 2));
+            }
+            if calibration.is_empty() {
+                bail!(
+                    "--init-from {}: no pictures to measure BatchNorm statistics on",
+                    path.display()
+                );
+            }
+            let bn_convs: Vec<Layer> = with_bn.iter().map(|&k| convs[k].clone()).collect();
+            let stats = conv_statistics(&file, &bn_convs, contract, calibration).map_err(named)?;
+            for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&bn_convs).zip(&stats) {
+                set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
+                set_batch_norm(&mut cb.bn, &layer.bias, s, device);
+            }
+            for (block, (fc1, fc2)) in net.blocks.iter_mut().zip(se) {
+                set_conv(&mut block.se.fc1, &convs[fc1], true, device).map_err(named)?;
+                set_conv(&mut block.se.fc2, &convs[fc2], true, device).map_err(named)?;
             }
             set_linear(&mut net.hidden, &gemms[0], device).map_err(named)?;
             set_linear(&mut net.output, &gemms[1], device).map_err(named)?;

@@ -8,7 +8,7 @@ use trainer::backend::{BackendKind, set_threads};
 use trainer::data::augment::AugmentConfig;
 use trainer::data::balance::Sampling;
 use trainer::data::split::SplitFractions;
-use trainer::model::ModelSpec;
+use trainer::model::{EfficientNetVariant, ModelSpec};
 use trainer::optim::{OptimizerKind, Schedule};
 use trainer::run::{ColourMethod, RunConfig, RunDir};
 use trainer::train::{FitRequest, fit};
@@ -111,6 +111,10 @@ struct ExportArgs {
 enum Family {
     /// MobileNetV2 with a width multiplier and a dense head.
     Mobilenetv2,
+    /// EfficientNet-B0 (torchvision's architecture; native input 224) with the same dense head.
+    EfficientnetB0,
+    /// EfficientNet-B3 (width 1.2, depth 1.4; native input 300) with the same dense head.
+    EfficientnetB3,
     /// The seed paper's compact three-layer CNN.
     Cnn,
 }
@@ -123,18 +127,23 @@ struct ModelArgs {
     /// MobileNetV2 width multiplier (0.35–1.4).
     #[arg(long, default_value_t = 1.0)]
     width: f32,
-    /// Units of the hidden dense layer in MobileNetV2's head.
+    /// Units of the hidden dense layer in the head of MobileNetV2 and EfficientNet.
     #[arg(long, default_value_t = 128)]
     head_units: usize,
-    /// Dropout before the output layer (default: 0.2 for MobileNetV2, 0.5 for the CNN).
+    /// Dropout before the output layer (default: 0.2 for MobileNetV2 and EfficientNet-B0, 0.3
+    /// for EfficientNet-B3 as in torchvision, 0.5 for the CNN).
     #[arg(long)]
     dropout: Option<f64>,
+    /// EfficientNet's stochastic depth: the last MBConv block skips its residual branch with
+    /// this probability in training, block i of n with p·i/n (torchvision: 0.2).
+    #[arg(long, default_value_t = 0.2, value_name = "P")]
+    stochastic_depth: f64,
 }
 
 impl ModelArgs {
     fn spec(&self) -> Result<ModelSpec> {
         let Some(family) = self.model else {
-            anyhow::bail!("--model mobilenetv2|cnn is required");
+            anyhow::bail!("--model mobilenetv2|efficientnet-b0|efficientnet-b3|cnn is required");
         };
         Ok(match family {
             Family::Mobilenetv2 => {
@@ -145,6 +154,29 @@ impl ModelArgs {
                     width: self.width,
                     head_units: self.head_units,
                     dropout: self.dropout.unwrap_or(0.2),
+                }
+            }
+            Family::EfficientnetB0 | Family::EfficientnetB3 => {
+                let variant = if matches!(family, Family::EfficientnetB0) {
+                    EfficientNetVariant::B0
+                } else {
+                    EfficientNetVariant::B3
+                };
+                if !(0.0..1.0).contains(&self.stochastic_depth) {
+                    anyhow::bail!(
+                        "--stochastic-depth must be in [0, 1), got {}",
+                        self.stochastic_depth
+                    );
+                }
+                let default_dropout = match variant {
+                    EfficientNetVariant::B0 => 0.2,
+                    EfficientNetVariant::B3 => 0.3,
+                };
+                ModelSpec::Efficientnet {
+                    variant,
+                    head_units: self.head_units,
+                    dropout: self.dropout.unwrap_or(default_dropout),
+                    stochastic_depth: self.stochastic_depth,
                 }
             }
             Family::Cnn => ModelSpec::Cnn {
@@ -221,11 +253,12 @@ struct FitArgs {
     /// Refuse unreadable files instead of skipping (and reporting) them.
     #[arg(long)]
     strict: bool,
-    /// Start MobileNetV2's backbone from torchvision `mobilenet_v2` weights (.pth/.safetensors).
+    /// Start the backbone from torchvision weights (.pth/.safetensors): a `mobilenet_v2` state
+    /// dict for --model mobilenetv2, `efficientnet_b0` / `efficientnet_b3` for EfficientNet.
     #[arg(long)]
     pretrained: Option<PathBuf>,
     /// Start from an earlier model (same architecture and classes; same size too, except that
-    /// MobileNetV2 may move to another --size) and fine-tune it, e.g. with new augmentation or a
+    /// MobileNetV2 and EfficientNet may move to another --size) and fine-tune it, e.g. with new augmentation or a
     /// clinic's own pictures: a run folder (its best weights) or a leukoscope f32 ONNX file such
     /// as the shipped models/*-f32.onnx.
     #[arg(long, value_name = "RUN_DIR|FILE.onnx", conflicts_with = "pretrained")]
@@ -377,9 +410,38 @@ struct BenchArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
-    /// Output format.
+    /// Further architectures to time in the same run, as FAMILY or mobilenetv2:WIDTH (e.g.
+    /// `--compare mobilenetv2:0.75`; repeatable): one training step of each in turn, so machine
+    /// noise hits them alike. Same size, batch, head and backend as --model.
+    #[arg(long, value_name = "FAMILY[:WIDTH]")]
+    compare: Vec<String>,
+    /// Output format (JSON: one object, or an array with --compare).
     #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
     format: BenchFormat,
+}
+
+/// A `--compare` entry (`efficientnet-b0`, `mobilenetv2:0.75`) with the other settings of `base`.
+fn compared_spec(entry: &str, base: &ModelArgs) -> Result<ModelSpec> {
+    let (family, width) = match entry.split_once(':') {
+        Some((f, w)) => (
+            f,
+            Some(w.parse::<f32>().map_err(|_| {
+                anyhow::anyhow!("--compare {entry}: '{w}' is not a width multiplier")
+            })?),
+        ),
+        None => (entry, None),
+    };
+    let family = Family::from_str(family, true).map_err(|_| {
+        anyhow::anyhow!("--compare {entry}: unknown family '{family}' (mobilenetv2, efficientnet-b0, efficientnet-b3, cnn)")
+    })?;
+    ModelArgs {
+        model: Some(family),
+        width: width.unwrap_or(base.width),
+        head_units: base.head_units,
+        dropout: None,
+        stochastic_depth: base.stochastic_depth,
+    }
+    .spec()
 }
 
 fn main() {
@@ -505,7 +567,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => {
-            let result = trainer::bench::run(&trainer::bench::BenchRequest {
+            let others = a
+                .compare
+                .iter()
+                .map(|c| compared_spec(c, &a.model))
+                .collect::<Result<Vec<_>>>()?;
+            let request = trainer::bench::BenchRequest {
                 model: a.model.spec()?,
                 size: a.size,
                 batch: a.batch.max(1),
@@ -513,23 +580,30 @@ fn run(cli: Cli) -> Result<()> {
                 warmup: a.warmup,
                 steps: a.steps.max(1),
                 backend: a.backend,
-            })?;
+            };
+            let results = trainer::bench::run_interleaved(&request, &others)?;
             match a.format {
-                BenchFormat::Json => println!("{}", serde_json::to_string(&result)?),
+                BenchFormat::Json if others.is_empty() => {
+                    println!("{}", serde_json::to_string(&results[0])?)
+                }
+                BenchFormat::Json => println!("{}", serde_json::to_string(&results)?),
                 BenchFormat::Table => {
                     println!(
-                        "model                 size batch threads  step p50 ms  images/s  params"
+                        "model                 size batch threads  step p50 ms  images/s  × first     params"
                     );
-                    println!(
-                        "{:<21} {:>4} {:>5} {:>7} {:>11.1} {:>9.1} {:>7}",
-                        result.model,
-                        result.size,
-                        result.batch,
-                        result.threads,
-                        result.step_ms_p50,
-                        result.images_per_s,
-                        result.parameters
-                    );
+                    for r in &results {
+                        println!(
+                            "{:<21} {:>4} {:>5} {:>7} {:>11.1} {:>9.1} {:>8.2} {:>10}",
+                            r.model,
+                            r.size,
+                            r.batch,
+                            r.threads,
+                            r.step_ms_p50,
+                            r.images_per_s,
+                            r.images_per_s / results[0].images_per_s,
+                            r.parameters
+                        );
+                    }
                 }
             }
             Ok(())

@@ -67,7 +67,7 @@ pub struct RunConfig {
     pub augment: AugmentConfig,
     /// Refuse unreadable files instead of skipping them.
     pub strict: bool,
-    /// Torchvision MobileNetV2 weights the backbone started from, if any.
+    /// torchvision weights (MobileNetV2 or EfficientNet) the backbone started from, if any.
     pub pretrained: Option<PathBuf>,
     /// The earlier run whose best weights this run started from, if any (fine-tuning).
     #[serde(default)]

@@ -653,9 +653,10 @@ fn init_from_run(
         .load_run()
         .map_err(|e| anyhow::anyhow!("--init-from {}: {e}", dir.display()))?;
     let contract = earlier.load_contract()?;
-    // MobileNetV2's weights fit any input size (global average pool); the CNN's dense layer does not.
+    // MobileNetV2's and EfficientNet's weights fit any input size (global average pool); the
+    // CNN's dense layer does not.
     let size_ok = file.config.size == config.size
-        || matches!(config.model, crate::model::ModelSpec::Mobilenetv2 { .. });
+        || !matches!(config.model, crate::model::ModelSpec::Cnn { .. });
     if file.config.model != config.model || !size_ok {
         bail!(
             "--init-from {}: that run trained {:?} at {} px, this one {:?} at {} px",

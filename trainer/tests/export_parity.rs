@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tract_onnx::prelude::*;
 use trainer::export::to_onnx;
-use trainer::model::{Classifier, ModelSpec};
+use trainer::model::{Classifier, EfficientNetVariant, ModelSpec};
 
 const SIZE: usize = 48;
 
@@ -109,8 +109,9 @@ fn check(spec: ModelSpec) {
         let dir = std::path::PathBuf::from(dir).join("export");
         std::fs::create_dir_all(&dir).unwrap();
         let name = match spec {
-            ModelSpec::Mobilenetv2 { .. } => "mobilenetv2",
-            ModelSpec::Cnn { .. } => "cnn",
+            ModelSpec::Mobilenetv2 { .. } => "mobilenetv2".to_string(),
+            ModelSpec::Efficientnet { variant, .. } => format!("efficientnet-{}", variant.name()),
+            ModelSpec::Cnn { .. } => "cnn".to_string(),
         };
         std::fs::write(dir.join(format!("{name}.onnx")), &bytes).unwrap();
         let doc = serde_json::json!({ "shape": [1, 3, SIZE, SIZE], "cases": reference });
@@ -126,6 +127,25 @@ fn mobilenetv2_matches_in_tract() {
         head_units: 32,
         dropout: 0.2,
     });
+}
+
+fn efficientnet(variant: EfficientNetVariant, dropout: f64) -> ModelSpec {
+    ModelSpec::Efficientnet {
+        variant,
+        head_units: 32,
+        dropout,
+        stochastic_depth: 0.2,
+    }
+}
+
+#[test]
+fn efficientnet_b0_matches_in_tract() {
+    check(efficientnet(EfficientNetVariant::B0, 0.2));
+}
+
+#[test]
+fn efficientnet_b3_matches_in_tract() {
+    check(efficientnet(EfficientNetVariant::B3, 0.3));
 }
 
 #[test]
@@ -175,6 +195,8 @@ fn round_trip(spec: ModelSpec) {
         max_diff(&inference)
     );
     if let ModelSpec::Mobilenetv2 { .. } = spec {
+        // (EfficientNet's stochastic depth makes its training mode random, so only MobileNetV2
+        // is compared in training mode.)
         let training = values(loaded.probabilities(batch(&device)));
         assert!(
             max_diff(&training) <= 1e-2,
@@ -195,6 +217,20 @@ fn round_trip(spec: ModelSpec) {
         &device,
     );
     match spec {
+        ModelSpec::Efficientnet { .. } => {
+            let loaded = result.unwrap();
+            let n = larger_calibration.len();
+            let x = Tensor::<4>::from_data(
+                TensorData::new(larger_calibration.concat(), [n, 3, SIZE + 16, SIZE + 16]),
+                &Device::flex(),
+            );
+            let p = values(loaded.valid().probabilities(x));
+            assert!(
+                p.iter().all(|v| v.is_finite()),
+                "at {} px: {p:?}",
+                SIZE + 16
+            );
+        }
         ModelSpec::Mobilenetv2 { .. } => {
             let loaded = result.unwrap();
             let n = larger_calibration.len();
@@ -258,6 +294,12 @@ fn mobilenetv2_weights_come_back_from_onnx() {
         head_units: 32,
         dropout: 0.0,
     });
+}
+
+#[test]
+fn efficientnet_weights_come_back_from_onnx() {
+    // No stochastic depth or dropout is used in inference mode, which is what is compared.
+    round_trip(efficientnet(EfficientNetVariant::B0, 0.0));
 }
 
 #[test]

@@ -119,6 +119,85 @@ pub fn run(
     })
 }
 
+/// Times several models the way [`run`] times one, in interleaved rounds (all models' decode,
+/// preprocess and inference runs for round 1, then round 2, …) so that the machine's changing
+/// load hits them alike: their ratios are comparable even when the absolute times drift.
+/// Reports are in the order of `models`.
+pub fn run_interleaved(
+    models: &[&OnnxClassifier],
+    jpeg: &[u8],
+    runs: usize,
+    warmup: usize,
+    threads: usize,
+) -> Result<Vec<BenchReport>, ModelError> {
+    const ROUNDS: usize = 5;
+    let runs = runs.max(ROUNDS);
+    let per_round = runs.div_ceil(ROUNDS);
+    struct Timed<'a> {
+        model: &'a OnnxClassifier,
+        pre: Preprocessor,
+        input: Vec<f32>,
+        times: [Vec<f64>; 3],
+    }
+    let mut timed = Vec::with_capacity(models.len());
+    for &model in models {
+        let decoded = decode_image_bytes(jpeg).map_err(|e| ModelError::Engine {
+            path: model.path().to_path_buf(),
+            reason: format!("sample image: {e}"),
+        })?;
+        let mut pre = Preprocessor::new(model.contract().clone());
+        let mut input = vec![0.0; model.contract().input_len()];
+        pre.run_into(&decoded, &mut input)
+            .map_err(|e| ModelError::Engine {
+                path: model.path().to_path_buf(),
+                reason: format!("sample image: {e}"),
+            })?;
+        model.probabilities(&input)?;
+        time_ms(0, warmup, || model.probabilities(&input));
+        timed.push(Timed {
+            model,
+            pre,
+            input,
+            times: Default::default(),
+        });
+    }
+    for _ in 0..ROUNDS {
+        for t in &mut timed {
+            let decoded = decode_image_bytes(jpeg).expect("decoded above");
+            t.times[0].extend(time_ms(per_round, 1, || decode_image_bytes(jpeg)));
+            let (pre, input) = (&mut t.pre, &mut t.input);
+            t.times[1].extend(time_ms(per_round, 1, || pre.run_into(&decoded, input)));
+            let (model, input) = (t.model, &t.input);
+            t.times[2].extend(time_ms(per_round, 1, || model.probabilities(input)));
+        }
+    }
+    Ok(timed
+        .into_iter()
+        .map(|mut t| {
+            for v in &mut t.times {
+                v.sort_by(f64::total_cmp);
+            }
+            let [decode, preprocess, inference] = &t.times;
+            let (d, p, i) = (
+                percentile(decode, 0.5),
+                percentile(preprocess, 0.5),
+                percentile(inference, 0.5),
+            );
+            BenchReport {
+                model: display(t.model.path()),
+                input_size: t.model.contract().input_size_string(),
+                threads: threads.max(1),
+                runs: inference.len(),
+                decode_ms_p50: d,
+                preprocess_ms_p50: p,
+                inference_ms_p50: i,
+                inference_ms_p95: percentile(inference, 0.95),
+                fps: 1e3 / (d + p + i),
+            }
+        })
+        .collect())
+}
+
 fn display(p: &Path) -> String {
     p.display().to_string()
 }

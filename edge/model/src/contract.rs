@@ -115,7 +115,7 @@ pub mod metadata_keys {
     pub const STD: &str = "leukoscope.std";
     /// Resize method (`bilinear`, `nearest`, `lanczos3`).
     pub const RESIZE: &str = "leukoscope.resize";
-    /// `mobilenetv2` or `cnn`.
+    /// `mobilenetv2`, `efficientnet-b0`, `efficientnet-b3` or `cnn`.
     pub const MODEL_FAMILY: &str = "leukoscope.model_family";
     /// MobileNetV2's width multiplier.
     pub const WIDTH: &str = "leukoscope.width";

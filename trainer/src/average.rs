@@ -96,7 +96,7 @@ impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Blend<I> {
 /// and batches of one class each (the images' stored order) would leave out the variance between
 /// classes.
 pub fn remeasure_batch_norm(
-    model: Classifier,
+    mut model: Classifier,
     images: &LabeledImages,
     contract: &ModelContract,
     training_device: &Device,
@@ -104,7 +104,6 @@ pub fn remeasure_batch_norm(
     augment: Option<AugmentConfig>,
     seed: u64,
 ) -> Classifier {
-    let mut model = model;
     if model.batch_norms_mut().is_empty() {
         return model;
     }

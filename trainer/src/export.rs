@@ -70,16 +70,26 @@ fn fold_batch_norm(conv: &Conv2d, bn: Option<&BatchNorm>) -> (Vec<usize>, Vec<f3
     (dims, w, b)
 }
 
-fn conv_bn(g: &mut GraphBuilder, x: &str, cb: &ConvBn, relu6: bool) -> Result<String> {
-    let (dims, w, b) = fold_batch_norm(&cb.conv, Some(&cb.bn));
-    let y = g.conv(
+/// A convolution as a `Conv` node, with the BatchNorm that follows it (if any) folded in.
+fn folded_conv(
+    g: &mut GraphBuilder,
+    x: &str,
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+) -> Result<String> {
+    let (dims, w, b) = fold_batch_norm(conv, bn);
+    Ok(g.conv(
         x,
         (&dims, w),
         b,
-        cb.conv.stride[0],
-        symmetric_pad(&cb.conv)?,
-        cb.conv.groups,
-    );
+        conv.stride[0],
+        symmetric_pad(conv)?,
+        conv.groups,
+    ))
+}
+
+fn conv_bn(g: &mut GraphBuilder, x: &str, cb: &ConvBn, relu6: bool) -> Result<String> {
+    let y = folded_conv(g, x, &cb.conv, Some(&cb.bn))?;
     Ok(if relu6 { g.clip(&y, 0.0, 6.0) } else { y })
 }
 
@@ -90,29 +100,8 @@ fn silu(g: &mut GraphBuilder, x: &str) -> String {
 }
 
 fn conv_bn_silu(g: &mut GraphBuilder, x: &str, cb: &ConvBnSilu) -> Result<String> {
-    let (dims, w, b) = fold_batch_norm(&cb.conv, Some(&cb.bn));
-    let y = g.conv(
-        x,
-        (&dims, w),
-        b,
-        cb.conv.stride[0],
-        symmetric_pad(&cb.conv)?,
-        cb.conv.groups,
-    );
+    let y = folded_conv(g, x, &cb.conv, Some(&cb.bn))?;
     Ok(if cb.silu { silu(g, &y) } else { y })
-}
-
-/// A 1×1 convolution with its own bias (no BatchNorm).
-fn plain_conv(g: &mut GraphBuilder, x: &str, conv: &Conv2d) -> Result<String> {
-    let (dims, w, b) = fold_batch_norm(conv, None);
-    Ok(g.conv(
-        x,
-        (&dims, w),
-        b,
-        conv.stride[0],
-        symmetric_pad(conv)?,
-        conv.groups,
-    ))
 }
 
 /// The EfficientNet backbone up to and including its global average pool.
@@ -126,9 +115,9 @@ fn efficientnet_features(g: &mut GraphBuilder, net: &EfficientNet) -> Result<Str
         };
         y = conv_bn_silu(g, &y, &block.depthwise)?;
         let squeezed = g.node("GlobalAveragePool", &[&y], vec![], None);
-        let s = plain_conv(g, &squeezed, &block.se.fc1)?;
+        let s = folded_conv(g, &squeezed, &block.se.fc1, None)?;
         let s = silu(g, &s);
-        let s = plain_conv(g, &s, &block.se.fc2)?;
+        let s = folded_conv(g, &s, &block.se.fc2, None)?;
         let s = g.node("Sigmoid", &[&s], vec![], None);
         y = g.node("Mul", &[&y, &s], vec![], None);
         y = conv_bn_silu(g, &y, &block.project)?;
@@ -194,15 +183,7 @@ pub fn to_onnx(
         Classifier::Cnn(net) => {
             let mut x = "image".to_string();
             for conv in &net.convs {
-                let (dims, w, b) = fold_batch_norm(conv, None);
-                x = g.conv(
-                    &x,
-                    (&dims, w),
-                    b,
-                    conv.stride[0],
-                    symmetric_pad(conv)?,
-                    conv.groups,
-                );
+                x = folded_conv(&mut g, &x, conv, None)?;
                 x = g.node("Relu", &[&x], vec![], None);
                 x = g.max_pool(&x, 2);
             }

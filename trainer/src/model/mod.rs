@@ -1,6 +1,6 @@
 //! The model families: MobileNetV2, EfficientNet (B0, B3) and the seed paper's compact CNN.
 //!
-//! Both take a batch of preprocessed images `[batch, 3, H, W]` (see `leukoscope_model::preprocess`) and
+//! Each takes a batch of preprocessed images `[batch, 3, H, W]` (see `leukoscope_model::preprocess`) and
 //! return logits `[batch, classes]`; probabilities are their softmax.
 
 mod cnn;

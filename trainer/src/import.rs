@@ -264,20 +264,21 @@ pub fn load_onnx_weights(
             path.display()
         )
     };
+    // Every family ends in the same two dense layers.
+    if gemms.len() != 2 {
+        return Err(count_mismatch("dense", gemms.len(), 2));
+    }
+    if calibration.is_empty() && !matches!(model, Classifier::Cnn(_)) {
+        bail!(
+            "--init-from {}: no pictures to measure BatchNorm statistics on",
+            path.display()
+        );
+    }
     match &mut model {
         Classifier::MobileNetV2(net) => {
             let n = net.conv_bns_mut().len();
             if convs.len() != n {
                 return Err(count_mismatch("convolution", convs.len(), n));
-            }
-            if gemms.len() != 2 {
-                return Err(count_mismatch("dense", gemms.len(), 2));
-            }
-            if calibration.is_empty() {
-                bail!(
-                    "--init-from {}: no pictures to measure BatchNorm statistics on",
-                    path.display()
-                );
             }
             let stats = conv_statistics(&file, &convs, contract, calibration).map_err(named)?;
             for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&convs).zip(&stats) {
@@ -304,15 +305,6 @@ pub fn load_onnx_weights(
             if convs.len() != next + 1 {
                 return Err(count_mismatch("convolution", convs.len(), next + 1));
             }
-            if gemms.len() != 2 {
-                return Err(count_mismatch("dense", gemms.len(), 2));
-            }
-            if calibration.is_empty() {
-                bail!(
-                    "--init-from {}: no pictures to measure BatchNorm statistics on",
-                    path.display()
-                );
-            }
             let bn_convs: Vec<Layer> = with_bn.iter().map(|&k| convs[k].clone()).collect();
             let stats = conv_statistics(&file, &bn_convs, contract, calibration).map_err(named)?;
             for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&bn_convs).zip(&stats) {
@@ -329,9 +321,6 @@ pub fn load_onnx_weights(
         Classifier::Cnn(net) => {
             if convs.len() != net.convs.len() {
                 return Err(count_mismatch("convolution", convs.len(), net.convs.len()));
-            }
-            if gemms.len() != 2 {
-                return Err(count_mismatch("dense", gemms.len(), 2));
             }
             for (conv, layer) in net.convs.iter_mut().zip(&convs) {
                 set_conv(conv, layer, true, device).map_err(named)?;

@@ -82,27 +82,34 @@ pub fn run_interleaved(req: &BenchRequest, others: &[ModelSpec]) -> Result<Vec<B
         })
         .collect();
     for step in 0..req.warmup + req.steps {
-        for (model, optim, times) in &mut models {
-            let x = Tensor::<4>::random(
-                [req.batch, 3, req.size, req.size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let y =
-                Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [req.batch]), &device);
-            let started = Instant::now();
-            let loss = loss_fn.forward(model.forward(x), y);
-            let grads = GradientsParams::from_grads(loss.backward(), &*model);
-            *model = optim.step(1e-4, model.clone(), grads);
-            // Reading one weight back forces the lazy backend to finish the step.
-            let _ = model.num_params();
-            device
-                .sync()
-                .map_err(|e| anyhow::anyhow!("backend: {e:?}"))?;
-            if step >= req.warmup {
-                times.push(started.elapsed().as_secs_f64() * 1e3);
-            }
-        }
+        // Each model is moved through its optimizer step (not cloned), as in a training run.
+        models = models
+            .into_iter()
+            .map(|(model, mut optim, mut times)| -> Result<_> {
+                let x = Tensor::<4>::random(
+                    [req.batch, 3, req.size, req.size],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                let y = Tensor::<1, Int>::from_data(
+                    TensorData::new(labels.clone(), [req.batch]),
+                    &device,
+                );
+                let started = Instant::now();
+                let loss = loss_fn.forward(model.forward(x), y);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let model = optim.step(1e-4, model, grads);
+                // Reading one weight back forces the lazy backend to finish the step.
+                let _ = model.num_params();
+                device
+                    .sync()
+                    .map_err(|e| anyhow::anyhow!("backend: {e:?}"))?;
+                if step >= req.warmup {
+                    times.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok((model, optim, times))
+            })
+            .collect::<Result<_>>()?;
     }
     Ok(specs
         .into_iter()

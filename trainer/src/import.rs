@@ -25,7 +25,6 @@ use tract_onnx::pb;
 use crate::model::Classifier;
 
 /// A weight and bias of one Conv or Gemm node, with the name of the node's output.
-#[derive(Clone)]
 struct Layer {
     output: String,
     weight: (Vec<usize>, Vec<f32>),
@@ -144,7 +143,7 @@ fn set_linear(linear: &mut Linear, layer: &Layer, device: &Device) -> Result<()>
 /// variance of its output minus its bias.
 fn conv_statistics(
     file: &OnnxFile,
-    convs: &[Layer],
+    convs: &[&Layer],
     contract: &ModelContract,
     inputs: &[Vec<f32>],
 ) -> Result<Vec<ChannelStats>> {
@@ -280,7 +279,8 @@ pub fn load_onnx_weights(
             if convs.len() != n {
                 return Err(count_mismatch("convolution", convs.len(), n));
             }
-            let stats = conv_statistics(&file, &convs, contract, calibration).map_err(named)?;
+            let all: Vec<&Layer> = convs.iter().collect();
+            let stats = conv_statistics(&file, &all, contract, calibration).map_err(named)?;
             for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&convs).zip(&stats) {
                 set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
                 set_batch_norm(&mut cb.bn, &layer.bias, s, device);
@@ -305,9 +305,9 @@ pub fn load_onnx_weights(
             if convs.len() != next + 1 {
                 return Err(count_mismatch("convolution", convs.len(), next + 1));
             }
-            let bn_convs: Vec<Layer> = with_bn.iter().map(|&k| convs[k].clone()).collect();
+            let bn_convs: Vec<&Layer> = with_bn.iter().map(|&k| &convs[k]).collect();
             let stats = conv_statistics(&file, &bn_convs, contract, calibration).map_err(named)?;
-            for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(&bn_convs).zip(&stats) {
+            for ((cb, layer), s) in net.conv_bns_mut().into_iter().zip(bn_convs).zip(&stats) {
                 set_conv(&mut cb.conv, layer, false, device).map_err(named)?;
                 set_batch_norm(&mut cb.bn, &layer.bias, s, device);
             }

@@ -80,6 +80,37 @@ pub fn set_engine_threads(threads: usize) {
     }
 }
 
+fn sample_image_error(model: &OnnxClassifier, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Engine {
+        path: model.path().to_path_buf(),
+        reason: format!("sample image: {e}"),
+    }
+}
+
+/// The report of one model from its sorted stage times (ms).
+fn report(
+    model: &OnnxClassifier,
+    threads: usize,
+    [decode, preprocess, inference]: [&[f64]; 3],
+) -> BenchReport {
+    let (d, p, i) = (
+        percentile(decode, 0.5),
+        percentile(preprocess, 0.5),
+        percentile(inference, 0.5),
+    );
+    BenchReport {
+        model: display(model.path()),
+        input_size: model.contract().input_size_string(),
+        threads: threads.max(1),
+        runs: inference.len(),
+        decode_ms_p50: d,
+        preprocess_ms_p50: p,
+        inference_ms_p50: i,
+        inference_ms_p95: percentile(inference, 0.95),
+        fps: 1e3 / (d + p + i),
+    }
+}
+
 /// Times decode, preprocess and inference of `jpeg` (`runs` timed after `warmup`); `threads` is
 /// what [`set_engine_threads`] was given, reported as is.
 pub fn run(
@@ -90,33 +121,14 @@ pub fn run(
     threads: usize,
 ) -> Result<BenchReport, ModelError> {
     let runs = runs.max(1);
-    let bad_image = |e: String| ModelError::Engine {
-        path: model.path().to_path_buf(),
-        reason: format!("sample image: {e}"),
-    };
-    let decoded = decode_image_bytes(jpeg).map_err(bad_image)?;
+    let decoded = decode_image_bytes(jpeg).map_err(|e| sample_image_error(model, e))?;
     let decode = time_ms(runs, warmup, || decode_image_bytes(jpeg));
     let mut pre = Preprocessor::new(model.contract().clone());
     let mut input = vec![0.0; model.contract().input_len()];
     let preprocess = time_ms(runs, warmup, || pre.run_into(&decoded, &mut input));
     model.probabilities(&input)?;
     let inference = time_ms(runs, warmup, || model.probabilities(&input));
-    let (d, p, i) = (
-        percentile(&decode, 0.5),
-        percentile(&preprocess, 0.5),
-        percentile(&inference, 0.5),
-    );
-    Ok(BenchReport {
-        model: display(model.path()),
-        input_size: model.contract().input_size_string(),
-        threads: threads.max(1),
-        runs,
-        decode_ms_p50: d,
-        preprocess_ms_p50: p,
-        inference_ms_p50: i,
-        inference_ms_p95: percentile(&inference, 0.95),
-        fps: 1e3 / (d + p + i),
-    })
+    Ok(report(model, threads, [&decode, &preprocess, &inference]))
 }
 
 /// Times several models the way [`run`] times one, in interleaved rounds (all models' decode,
@@ -131,31 +143,26 @@ pub fn run_interleaved(
     threads: usize,
 ) -> Result<Vec<BenchReport>, ModelError> {
     const ROUNDS: usize = 5;
-    let runs = runs.max(ROUNDS);
-    let per_round = runs.div_ceil(ROUNDS);
+    let per_round = runs.max(ROUNDS).div_ceil(ROUNDS);
     struct Timed<'a> {
         model: &'a OnnxClassifier,
+        decoded: image::RgbImage,
         pre: Preprocessor,
         input: Vec<f32>,
         times: [Vec<f64>; 3],
     }
     let mut timed = Vec::with_capacity(models.len());
     for &model in models {
-        let decoded = decode_image_bytes(jpeg).map_err(|e| ModelError::Engine {
-            path: model.path().to_path_buf(),
-            reason: format!("sample image: {e}"),
-        })?;
+        let decoded = decode_image_bytes(jpeg).map_err(|e| sample_image_error(model, e))?;
         let mut pre = Preprocessor::new(model.contract().clone());
         let mut input = vec![0.0; model.contract().input_len()];
         pre.run_into(&decoded, &mut input)
-            .map_err(|e| ModelError::Engine {
-                path: model.path().to_path_buf(),
-                reason: format!("sample image: {e}"),
-            })?;
+            .map_err(|e| sample_image_error(model, e))?;
         model.probabilities(&input)?;
         time_ms(0, warmup, || model.probabilities(&input));
         timed.push(Timed {
             model,
+            decoded,
             pre,
             input,
             times: Default::default(),
@@ -163,10 +170,9 @@ pub fn run_interleaved(
     }
     for _ in 0..ROUNDS {
         for t in &mut timed {
-            let decoded = decode_image_bytes(jpeg).expect("decoded above");
             t.times[0].extend(time_ms(per_round, 1, || decode_image_bytes(jpeg)));
-            let (pre, input) = (&mut t.pre, &mut t.input);
-            t.times[1].extend(time_ms(per_round, 1, || pre.run_into(&decoded, input)));
+            let (pre, decoded, input) = (&mut t.pre, &t.decoded, &mut t.input);
+            t.times[1].extend(time_ms(per_round, 1, || pre.run_into(decoded, input)));
             let (model, input) = (t.model, &t.input);
             t.times[2].extend(time_ms(per_round, 1, || model.probabilities(input)));
         }
@@ -177,23 +183,8 @@ pub fn run_interleaved(
             for v in &mut t.times {
                 v.sort_by(f64::total_cmp);
             }
-            let [decode, preprocess, inference] = &t.times;
-            let (d, p, i) = (
-                percentile(decode, 0.5),
-                percentile(preprocess, 0.5),
-                percentile(inference, 0.5),
-            );
-            BenchReport {
-                model: display(t.model.path()),
-                input_size: t.model.contract().input_size_string(),
-                threads: threads.max(1),
-                runs: inference.len(),
-                decode_ms_p50: d,
-                preprocess_ms_p50: p,
-                inference_ms_p50: i,
-                inference_ms_p95: percentile(inference, 0.95),
-                fps: 1e3 / (d + p + i),
-            }
+            let [d, p, i] = &t.times;
+            report(t.model, threads, [d, p, i])
         })
         .collect())
 }
